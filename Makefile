@@ -1,0 +1,43 @@
+# apibench — the front door. `make bench` measures, `make test` checks everything.
+# Every target works on a fresh machine: PostgreSQL is provisioned by the project itself
+# (DATABASE_URL if set, else testcontainers when Docker answers, else a throwaway local cluster).
+
+CARGO    ?= cargo
+SCENARIO ?= scenarios/quick.toml
+RELEASE  := target/release
+
+.PHONY: help bench bench-ci test test-rust test-node lint fmt api build-release node-deps microbench clean-reports
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build-release: ## release build of the API and the apibench CLI (fat LTO: a few minutes the first time)
+	$(CARGO) build --release -p api -p loadgen
+
+node-deps: ## install the Node.js baseline's packages (npm ci)
+	@if [ -f baselines/node/package-lock.json ] && [ ! -d baselines/node/node_modules ]; then \
+	  cd baselines/node && npm ci --no-audit --no-fund --loglevel=error; fi
+
+bench: build-release ## run $(SCENARIO) (default: the migration techniques against each other) and write a report
+	$(RELEASE)/apibench run $(SCENARIO)
+
+test: test-rust test-node ## every test: Rust unit/integration/contract tests, the Node baseline, benches once
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+test-node: node-deps
+	@if [ -f baselines/node/package.json ]; then cd baselines/node && npm test; fi
+
+lint: ## rustfmt check + clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+api: ## run the reference API on 127.0.0.1:8080 (provisions its own PostgreSQL unless DATABASE_URL is set)
+	$(CARGO) run --release -p api --
+
+clean-reports: ## delete generated reports (keeps reports/README.md)
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,292 @@
+//! The database: pool construction from the knobs, migrations, row types and every query.
+//!
+//! All SQL of the service lives here, written with runtime-checked `sqlx::query_as::<_, T>` so a
+//! fresh clone builds without a database. Handlers and benches call the `pub async fn`s below
+//! with a [`Db`], never a bare pool: `Db` counts every statement it issues
+//! ([`Db::queries_issued`]), which is how tests prove that `n_plus_one` issues 1 + N queries
+//! and `batch` issues 2. The count is per `Db` value (shared by its clones), so tests running in
+//! parallel in one process do not disturb each other.
+//!
+//! Nothing here knows about HTTP except that failures are [`ApiError`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::{Knobs, PostsStrategy};
+use crate::error::ApiError;
+
+/// The schema of docs/CONTRACT.md (`api/migrations/`), embedded at compile time. Idempotent:
+/// `MIGRATOR.run(&pool)` applies only what is missing (under an advisory lock).
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Applies the migrations to `pool`'s database.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Pool options from the knobs.
+///
+/// `pool_max` bounds the concurrency the database sees (each request holds a connection only
+/// for the duration of one statement); `pool_min` keeps warm connections so a burst after idle
+/// does not pay connection set-up; `acquire_timeout` is how long a request queues for a
+/// connection before it is answered 503 + `Retry-After` instead of piling up.
+pub fn pool_options(knobs: &Knobs) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(knobs.pool_max)
+        .min_connections(knobs.pool_min.min(knobs.pool_max))
+        .acquire_timeout(Duration::from_millis(knobs.pool_acquire_timeout_ms))
+        .test_before_acquire(knobs.test_before_acquire)
+}
+
+/// Connects a pool to `url` with the knobs' settings.
+pub async fn connect(url: &str, knobs: &Knobs) -> Result<PgPool, sqlx::Error> {
+    pool_options(knobs).connect(url).await
+}
+
+/// A pool plus a count of the statements issued through it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+    queries_issued: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// Wraps `pool`; the query count starts at 0.
+    pub fn new(pool: PgPool) -> Db {
+        Db {
+            pool,
+            queries_issued: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The underlying pool (for health checks, gauges, shutdown).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Statements issued through this `Db` (and its clones) so far.
+    pub fn queries_issued(&self) -> u64 {
+        self.queries_issued.load(Ordering::Relaxed)
+    }
+
+    /// The pool, counting one statement. Every query in this module executes on `self.counted()`.
+    fn counted(&self) -> &PgPool {
+        self.queries_issued.fetch_add(1, Ordering::Relaxed);
+        &self.pool
+    }
+}
+
+/// Serialises a timestamp as JavaScript's `Date.toISOString()` does: UTC, milliseconds, `Z`.
+pub fn serialize_timestamp<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+/// A user as stored and as represented (the password hash is never selected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    #[serde(serialize_with = "serialize_timestamp")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A post as stored and as represented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Post {
+    pub id: i64,
+    pub author_id: i64,
+    pub title: String,
+    pub body: String,
+    #[serde(serialize_with = "serialize_timestamp")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A post in a list: the post's fields plus `"author"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostWithAuthor {
+    #[serde(flatten)]
+    pub post: Post,
+    pub author: User,
+}
+
+// Column lists as macros so the SQL below is `concat!`-ed at compile time: no per-request
+// `format!`, and one stable string per statement for sqlx's prepared-statement cache.
+macro_rules! user_columns {
+    () => {
+        "id, email, name, created_at"
+    };
+}
+macro_rules! post_columns {
+    () => {
+        "id, author_id, title, body, created_at"
+    };
+}
+
+/// Inserts a user; `email` must already be normalised (trimmed, lower-cased).
+/// A taken email is [`ApiError::EmailTaken`].
+pub async fn insert_user(
+    db: &Db,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<User, ApiError> {
+    let sql = concat!(
+        "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING ",
+        user_columns!()
+    );
+    Ok(sqlx::query_as::<_, User>(sql)
+        .bind(email)
+        .bind(name)
+        .bind(password_hash)
+        .fetch_one(db.counted())
+        .await?)
+}
+
+/// One user by id, `None` if absent.
+pub async fn get_user(db: &Db, id: i64) -> Result<Option<User>, ApiError> {
+    let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+    Ok(sqlx::query_as::<_, User>(sql)
+        .bind(id)
+        .fetch_optional(db.counted())
+        .await?)
+}
+
+/// The users among `ids` that exist, ordered by id — one statement, `WHERE id = ANY($1)`.
+pub async fn get_users(db: &Db, ids: &[i64]) -> Result<Vec<User>, ApiError> {
+    let sql = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ANY($1) ORDER BY id"
+    );
+    Ok(sqlx::query_as::<_, User>(sql)
+        .bind(ids)
+        .fetch_all(db.counted())
+        .await?)
+}
+
+/// The stored argon2id PHC string of a user (for tests and audits; never served).
+pub async fn get_password_hash(db: &Db, id: i64) -> Result<Option<String>, ApiError> {
+    Ok(
+        sqlx::query_scalar::<_, String>("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db.counted())
+            .await?,
+    )
+}
+
+/// Inserts a post; an unknown author is a 400 `validation_failed` on `author_id`.
+pub async fn insert_post(
+    db: &Db,
+    author_id: i64,
+    title: &str,
+    body: &str,
+) -> Result<Post, ApiError> {
+    let sql = concat!(
+        "INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING ",
+        post_columns!()
+    );
+    Ok(sqlx::query_as::<_, Post>(sql)
+        .bind(author_id)
+        .bind(title)
+        .bind(body)
+        .fetch_one(db.counted())
+        .await?)
+}
+
+/// One post by id, `None` if absent.
+pub async fn get_post(db: &Db, id: i64) -> Result<Option<Post>, ApiError> {
+    let sql = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = $1");
+    Ok(sqlx::query_as::<_, Post>(sql)
+        .bind(id)
+        .fetch_optional(db.counted())
+        .await?)
+}
+
+/// The newest `limit` posts (`created_at DESC, id DESC`) with their authors.
+///
+/// `Batch` issues 2 statements (posts, then authors `WHERE id = ANY($1)`); `NPlusOne` issues
+/// 1 + N (one author lookup per post, sequentially — the pattern being measured). With no posts
+/// both issue 1. The result is identical either way.
+pub async fn list_posts(
+    db: &Db,
+    limit: i64,
+    strategy: PostsStrategy,
+) -> Result<Vec<PostWithAuthor>, ApiError> {
+    let sql = concat!(
+        "SELECT ",
+        post_columns!(),
+        " FROM posts ORDER BY created_at DESC, id DESC LIMIT $1"
+    );
+    let posts = sqlx::query_as::<_, Post>(sql)
+        .bind(limit)
+        .fetch_all(db.counted())
+        .await?;
+    if posts.is_empty() {
+        return Ok(Vec::new());
+    }
+    match strategy {
+        PostsStrategy::Batch => {
+            let mut author_ids: Vec<i64> = posts.iter().map(|p| p.author_id).collect();
+            author_ids.sort_unstable();
+            author_ids.dedup();
+            let authors: HashMap<i64, User> = get_users(db, &author_ids)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u))
+                .collect();
+            posts
+                .into_iter()
+                .map(|post| {
+                    let author = authors
+                        .get(&post.author_id)
+                        .cloned()
+                        .ok_or_else(|| missing_author(&post))?;
+                    Ok(PostWithAuthor { post, author })
+                })
+                .collect()
+        }
+        PostsStrategy::NPlusOne => {
+            let mut listed = Vec::with_capacity(posts.len());
+            for post in posts {
+                let author = get_user(db, post.author_id)
+                    .await?
+                    .ok_or_else(|| missing_author(&post))?;
+                listed.push(PostWithAuthor { post, author });
+            }
+            Ok(listed)
+        }
+    }
+}
+
+/// The foreign key makes this impossible; if it happens anyway it is our bug, hence a 500.
+fn missing_author(post: &Post) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!(
+        "post {} references user {} which does not exist",
+        post.id,
+        post.author_id
+    ))
+}
+
+/// `SELECT 1` through the pool (what `/healthz` checks).
+pub async fn ping(db: &Db) -> Result<(), ApiError> {
+    sqlx::query("SELECT 1").execute(db.counted()).await?;
+    Ok(())
+}
+
+/// The server's `server_version` setting (for the start-up log line and results).
+pub async fn server_version(db: &Db) -> Result<String, ApiError> {
+    Ok(
+        sqlx::query_scalar::<_, String>("SELECT current_setting('server_version')")
+            .fetch_one(db.counted())
+            .await?,
+    )
+}

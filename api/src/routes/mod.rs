@@ -1,0 +1,18 @@
+//! HTTP handlers, one module per resource. Handlers only translate between HTTP and
+//! [`crate::db`]: extract and check input, call one query function, shape the response.
+
+pub mod health;
+pub mod posts;
+pub mod users;
+
+use crate::error::ApiError;
+
+/// The fallback for any path no route matches: 404 in the error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route")
+}
+
+/// The fallback for a known path with a method it does not serve: 405 in the error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,37 @@
+//! Graceful shutdown: a future that completes on SIGTERM or SIGINT (Ctrl-C).
+//!
+//! The server stops accepting connections when it completes, lets in-flight requests finish,
+//! and only then closes the pool (see [`crate::Server::run_until`]). apibench stops targets with
+//! SIGTERM and expects a clean exit; this module must never exit the process itself.
+
+/// Resolves when the process receives SIGTERM or SIGINT. If a handler cannot be installed the
+/// failure is logged and that signal is simply not waited for.
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

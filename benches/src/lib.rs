@@ -1,0 +1,1 @@
+//! microbenchmarks live in benches/

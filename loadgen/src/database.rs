@@ -1,0 +1,155 @@
+//! The database of a run: provisioned once (`--database-url`, else `pgprovision`'s choice from
+//! the environment), migrated with the API's own migrations, seeded once into a *template*
+//! database, and cloned with `CREATE DATABASE … TEMPLATE` for every variant and repetition, so
+//! each starts from byte-identical data. `url` targets need none of this.
+//!
+//! Seeding is set-based SQL (`generate_series`), deterministic for a given `[data]` section:
+//! row `n` always has the same email, name, author and text. Every seeded user shares ONE
+//! precomputed argon2id PHC string ([`SEED_PASSWORD_HASH`]): hashing 10 000 passwords at the
+//! API's default cost would take minutes of CPU and measure nothing — the seeded rows are read,
+//! never logged in to — while a real PHC string keeps each row the size and shape the API writes.
+
+use crate::results::PostgresInfo;
+use crate::scenario::DataSpec;
+use sqlx::Connection;
+
+/// argon2id (m = 19456 KiB, t = 2, p = 1 — the API's defaults) of "correct horse battery staple"
+/// with a fixed salt. Generated once with the `argon2` crate; see the module docs for why one.
+pub const SEED_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$YXBpYmVuY2gtc2VlZC1zYWx0$hfB+u6dTWBX60DTkMWSquH1UqTxbFDgRCiarP9Z8T2k";
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("cannot provision Postgres: {0}")]
+    Provision(String),
+    #[error("cannot create database {name}: {detail}")]
+    Create { name: String, detail: String },
+    #[error("cannot migrate {name}: {source}")]
+    Migrate {
+        name: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("cannot seed {name}: {source}")]
+    Seed { name: String, source: sqlx::Error },
+}
+
+/// The provisioned server plus the seeded template.
+pub struct Databases {
+    server: pgprovision::Postgres,
+    template: String,
+}
+
+impl Databases {
+    /// Provisions Postgres, then creates, migrates and seeds the template database.
+    pub async fn prepare(
+        database_url: Option<&str>,
+        data: &DataSpec,
+        run_nonce: &str,
+    ) -> Result<Databases, DatabaseError> {
+        let provision = match database_url {
+            Some(url) => pgprovision::Provision::Url(url.to_string()),
+            None => pgprovision::Provision::from_env(),
+        };
+        let server = pgprovision::Postgres::start(provision)
+            .await
+            .map_err(|e| DatabaseError::Provision(e.to_string()))?;
+        let template = format!("apibench_{run_nonce}_template");
+        let url =
+            server
+                .create_database(&template, None)
+                .await
+                .map_err(|e| DatabaseError::Create {
+                    name: template.clone(),
+                    detail: e.to_string(),
+                })?;
+        let databases = Databases { server, template };
+        databases.migrate_and_seed(&url, data).await?;
+        Ok(databases)
+    }
+
+    async fn migrate_and_seed(&self, url: &str, data: &DataSpec) -> Result<(), DatabaseError> {
+        let name = self.template.clone();
+        let seed_err = |source| DatabaseError::Seed {
+            name: name.clone(),
+            source,
+        };
+        // One connection, closed before the template is cloned (a template must be unused).
+        let mut conn = sqlx::PgConnection::connect(url).await.map_err(seed_err)?;
+        sqlx::migrate!("../api/migrations")
+            .run(&mut conn)
+            .await
+            .map_err(|source| DatabaseError::Migrate {
+                name: name.clone(),
+                source,
+            })?;
+        let users = i64::try_from(data.users).unwrap_or(i64::MAX);
+        let posts = i64::try_from(data.posts).unwrap_or(i64::MAX);
+        // Deterministic: row n's values depend only on n (and the seed for the spread).
+        let seed = i64::try_from(data.seed % 1_000_003).unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO users (email, name, password_hash, created_at)
+             SELECT 'user' || g || '@seed.apibench.test', 'Seed User ' || g, $1,
+                    timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'
+             FROM generate_series(1, $2::bigint) AS g",
+        )
+        .bind(SEED_PASSWORD_HASH)
+        .bind(users)
+        .execute(&mut conn)
+        .await
+        .map_err(seed_err)?;
+        sqlx::query(
+            "INSERT INTO posts (author_id, title, body, created_at)
+             SELECT 1 + ((g * 7919 + $3) % $1::bigint), 'Post ' || g,
+                    repeat('The quick brown fox jumps over the lazy dog. ', 2 + ((g + $3) % 9)::int),
+                    timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second'
+             FROM generate_series(1, $2::bigint) AS g",
+        )
+        .bind(users)
+        .bind(posts)
+        .bind(seed)
+        .execute(&mut conn)
+        .await
+        .map_err(seed_err)?;
+        sqlx::query("ANALYZE")
+            .execute(&mut conn)
+            .await
+            .map_err(seed_err)?;
+        conn.close().await.map_err(seed_err)?;
+        Ok(())
+    }
+
+    /// A fresh copy of the template; returns its URL.
+    pub async fn fresh_copy(&self, name: &str) -> Result<String, DatabaseError> {
+        self.server
+            .create_database(name, Some(&self.template))
+            .await
+            .map_err(|e| DatabaseError::Create {
+                name: name.to_string(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Drops a copy (best effort: a failure is logged, not fatal).
+    pub async fn drop_copy(&self, name: &str) {
+        if let Err(e) = self.server.drop_database(name).await {
+            tracing::warn!("cannot drop database {name}: {e}");
+        }
+    }
+
+    /// Drops the template; the server itself stops when `self` is dropped (if throwaway).
+    pub async fn cleanup(self) {
+        self.drop_copy(&self.template).await;
+    }
+
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.server.postmaster_pid()
+    }
+
+    pub fn info(&self) -> PostgresInfo {
+        PostgresInfo {
+            server_version: self.server.server_version().to_string(),
+            provisioned_by: self.server.provisioned_by().to_string(),
+            settings: self.server.settings().clone(),
+        }
+    }
+}

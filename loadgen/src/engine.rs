@@ -1,0 +1,342 @@
+//! The load engine: goose 0.19 runs the users (spawning, per-user HTTP clients, lifecycle);
+//! apibench does the timing around each request itself.
+//!
+//! How goose is embedded: one scenario with one transaction, and the transaction *is* the user's
+//! whole life: take a
+//! slot from the shared [`Schedule`], sleep until it is due, send with the user's own
+//! `reqwest` client (`user.client`), read the whole body, hand a [`Sample`] to its
+//! [`UserRecorder`], repeat until the schedule (open) or the deadline (closed) is exhausted.
+//! A user whose life is over reports on goose's `shutdown_channel` (what goose's own
+//! `--iterations` does); once every user has, goose ends the attack. (`--iterations` itself is not
+//! used: it prints "N users launched." on stdout unconditionally.) Goose calls the transaction
+//! again until it stops the user; those calls return after a short sleep. `run_time` is only a
+//! safety net. Goose's own metrics are off
+//! (`no_metrics`): they would time requests from the actual send, which is exactly the
+//! coordinated omission apibench exists to avoid, and cost CPU on the generator.
+//!
+//! Goose installs a Ctrl-C handler (the `ctrlc` crate) when an attack starts and exits the process
+//! on a second Ctrl-C. The `apibench` binary installs its own handler first, so goose's
+//! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
+//! Nothing outside this module knows goose exists.
+
+use crate::recorder::{Sample, UserRecorder};
+use crate::scenario::{LoadModel, RequestSpec};
+use crate::schedule::{self, Schedule, SchedulePlan, Wait};
+use crate::template::{RenderContext, SharedTemplateState};
+use goose::config::GooseConfiguration;
+use goose::prelude::{GooseAttack, GooseUser, Scenario, Transaction, TransactionResult};
+use rand::Rng;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why the engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("goose could not start the load: {0}")]
+    Goose(String),
+    #[error("request `{name}`: `{method}` is not an HTTP method")]
+    Method { name: String, method: String },
+}
+
+/// What one load phase does.
+#[derive(Clone)]
+pub struct LoadPlan {
+    pub model: LoadModel,
+    pub users: usize,
+    /// Open model: the schedule; closed model: only its warm-up and end offset are used.
+    pub schedule: SchedulePlan,
+    pub think_time: Duration,
+    pub request_timeout: Duration,
+    pub seed: u64,
+    pub requests: Arc<Vec<RequestSpec>>,
+    pub templates: Arc<SharedTemplateState>,
+}
+
+/// How the phase ended.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOutcome {
+    pub started_at: Instant,
+    pub ended_at: Instant,
+    pub cancelled: bool,
+}
+
+struct Shared {
+    plan: LoadPlan,
+    base_url: String,
+    methods: Vec<reqwest::Method>,
+    cumulative_weights: Vec<u64>,
+    schedule: Schedule,
+    next_user: AtomicU64,
+    sink: std::sync::Mutex<Option<mpsc::Sender<Vec<Sample>>>>,
+    cancel: watch::Receiver<bool>,
+    /// Goose users (by `weighted_users_index`) whose life is over.
+    finished_users: std::sync::Mutex<std::collections::HashSet<usize>>,
+}
+
+/// Runs one load phase against `base_url` until the plan is done or `cancel` turns true.
+/// Samples go to `sink`; it is dropped when every user has finished.
+pub async fn run(
+    plan: LoadPlan,
+    base_url: &str,
+    sink: mpsc::Sender<Vec<Sample>>,
+    cancel: watch::Receiver<bool>,
+    schedule_started: Option<tokio::sync::oneshot::Sender<Instant>>,
+) -> Result<EngineOutcome, EngineError> {
+    let methods = plan
+        .requests
+        .iter()
+        .map(|r| {
+            reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| EngineError::Method {
+                name: r.name.clone(),
+                method: r.method.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut total = 0u64;
+    let cumulative_weights = plan
+        .requests
+        .iter()
+        .map(|r| {
+            total += u64::from(r.weight);
+            total
+        })
+        .collect();
+    let users = plan.users;
+    let shared = Arc::new(Shared {
+        schedule: Schedule::new(plan.schedule.clone()),
+        plan,
+        base_url: base_url.trim_end_matches('/').to_string(),
+        methods,
+        cumulative_weights,
+        next_user: AtomicU64::new(0),
+        sink: std::sync::Mutex::new(Some(sink)),
+        cancel: cancel.clone(),
+        finished_users: std::sync::Mutex::new(std::collections::HashSet::new()),
+    });
+
+    let for_users = Arc::clone(&shared);
+    let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
+        let shared = Arc::clone(&for_users);
+        Box::pin(async move {
+            let index = user.weighted_users_index;
+            let finished = shared
+                .finished_users
+                .lock()
+                .map(|f| f.contains(&index))
+                .unwrap_or(true);
+            if finished {
+                // Goose has not stopped this user yet; idle until it does.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            } else {
+                user_life(&shared, user).await;
+                if let Ok(mut f) = shared.finished_users.lock() {
+                    f.insert(index);
+                }
+            }
+            if let Some(channel) = &user.shutdown_channel {
+                let _ = channel.send(index);
+            }
+            Ok(())
+        }) as Pin<Box<dyn Future<Output = TransactionResult> + Send + '_>>
+    }))
+    .set_name("apibench");
+
+    let mut configuration = GooseConfiguration::default();
+    configuration.host = Some(shared.base_url.clone());
+    configuration.users = Some(users);
+    // All users within ~100 ms; the schedule, not goose, decides when requests go out.
+    configuration.increase_rate = Some(format!("{}", (users * 10).max(100)));
+    // A safety net only: the users end the attack when the schedule is done.
+    let safety =
+        shared.plan.schedule.end_offset() + shared.plan.request_timeout + Duration::from_secs(30);
+    configuration.run_time = Some(safety.as_secs().to_string());
+    configuration.quiet = 1;
+    configuration.no_metrics = true;
+    configuration.no_print_metrics = true;
+    configuration.no_error_summary = true;
+    // Goose would otherwise open telnet and WebSocket controllers on fixed ports (5116/5117).
+    configuration.no_telnet = true;
+    configuration.no_websocket = true;
+
+    let attack = GooseAttack::initialize_with_config(configuration)
+        .map_err(|e| EngineError::Goose(e.to_string()))?
+        .register_scenario(Scenario::new("apibench").register_transaction(transaction));
+
+    let started_watch = Arc::clone(&shared);
+    let notify = tokio::spawn(async move {
+        // Tell the caller when the schedule starts (the first user is ready).
+        loop {
+            if let Some(start) = started_watch.schedule.started_at() {
+                if let Some(tx) = schedule_started {
+                    let _ = tx.send(start);
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let result = attack.execute().await;
+    notify.abort();
+    // Every user has returned: drop the last sender so the collector can finish.
+    if let Ok(mut sink) = shared.sink.lock() {
+        sink.take();
+    }
+    result.map_err(|e| EngineError::Goose(e.to_string()))?;
+    let ended_at = Instant::now();
+    Ok(EngineOutcome {
+        started_at: shared.schedule.started_at().unwrap_or(ended_at),
+        ended_at,
+        cancelled: *cancel.borrow(),
+    })
+}
+
+/// One goose user, from its first request to its last.
+async fn user_life(shared: &Shared, user: &mut GooseUser) {
+    let Some(sink) = shared.sink.lock().ok().and_then(|s| s.clone()) else {
+        return;
+    };
+    let mut recorder = UserRecorder::new(sink);
+    let user_index = shared.next_user.fetch_add(1, Ordering::Relaxed);
+    let mut render = RenderContext::new(
+        shared.plan.seed,
+        user_index,
+        Arc::clone(&shared.plan.templates),
+    );
+    let mut cancel = shared.cancel.clone();
+    let client = user.client.clone();
+    let start = shared.schedule.start();
+    let warmup_end = start + shared.plan.schedule.warmup();
+    let closed_deadline = start + shared.plan.schedule.end_offset();
+    let mut path = String::with_capacity(128);
+    let mut body = String::with_capacity(256);
+    let mut url = String::with_capacity(256);
+    let mut user_free_at = Instant::now();
+    let mut first = true;
+
+    loop {
+        if *cancel.borrow() {
+            break;
+        }
+        // When this request should go out, and from when its latency counts.
+        let (due, in_warmup) = match shared.plan.model {
+            LoadModel::Open => match shared.schedule.take() {
+                Some(slot) => (slot.due, slot.in_warmup),
+                None => break,
+            },
+            LoadModel::Closed => {
+                let due = if first {
+                    user_free_at
+                } else {
+                    user_free_at + shared.plan.think_time
+                };
+                if due >= closed_deadline {
+                    break;
+                }
+                (due, due < warmup_end)
+            }
+        };
+        first = false;
+        let now = Instant::now();
+        let wait = schedule::wait_for(
+            due.saturating_duration_since(start),
+            now.saturating_duration_since(start),
+        );
+        if let Wait::Sleep(wait) = wait {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.wait_for(|c| *c) => break,
+            }
+        }
+        let sent_at = Instant::now();
+        let generator_late = schedule::is_generator_late(due, user_free_at, sent_at);
+        let backlogged =
+            shared.plan.model == LoadModel::Open && schedule::is_backlogged(due, user_free_at);
+
+        let request_index = pick(&shared.cumulative_weights, &mut render);
+        let Some(spec) = shared.plan.requests.get(request_index) else {
+            break;
+        };
+        spec.path.render_into(&mut path, &mut render);
+        url.clear();
+        url.push_str(&shared.base_url);
+        url.push_str(&path);
+        let mut request = client
+            .request(shared.methods[request_index].clone(), url.as_str())
+            .timeout(shared.plan.request_timeout);
+        for (name, value) in &spec.headers {
+            request = request.header(name, value);
+        }
+        if let Some(template) = &spec.body {
+            template.render_into(&mut body, &mut render);
+            if !spec
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"))
+            {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            request = request.body(body.clone());
+        }
+
+        // Latency counts from the due time (open) or the actual send (closed).
+        let latency_origin = match shared.plan.model {
+            LoadModel::Open => due,
+            LoadModel::Closed => sent_at,
+        };
+        let exchange = async {
+            match request.send().await {
+                Ok(response) => {
+                    let headers_at = Instant::now();
+                    let status = response.status().as_u16();
+                    let body_ok = response.bytes().await;
+                    (Some(headers_at), status, body_ok.err())
+                }
+                Err(error) => (None, 0, Some(error)),
+            }
+        };
+        let (headers_at, status, error) = tokio::select! {
+            outcome = exchange => outcome,
+            // Ctrl-C: drop the in-flight request; what completed so far is kept.
+            _ = cancel.wait_for(|c| *c) => break,
+        };
+        let completed_at = Instant::now();
+        let timed_out = error.as_ref().is_some_and(reqwest::Error::is_timeout);
+        let status_ok = match spec.expect_status {
+            Some(expected) => status == expected,
+            None => (200..300).contains(&status),
+        };
+        recorder.push(Sample {
+            request: u16::try_from(request_index).unwrap_or(u16::MAX),
+            latency_us: micros(completed_at.saturating_duration_since(latency_origin)),
+            ttfb_us: headers_at.map(|at| micros(at.saturating_duration_since(latency_origin))),
+            completed_offset_us: micros(completed_at.saturating_duration_since(start)),
+            sent_offset_us: micros(sent_at.saturating_duration_since(start)),
+            status,
+            error: error.is_some() || !status_ok,
+            timed_out,
+            in_warmup,
+            generator_late,
+            backlogged,
+        });
+        user_free_at = completed_at;
+    }
+    recorder.flush();
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Weighted pick of a request index.
+fn pick(cumulative_weights: &[u64], render: &mut RenderContext) -> usize {
+    let total = cumulative_weights.last().copied().unwrap_or(1).max(1);
+    if cumulative_weights.len() <= 1 {
+        return 0;
+    }
+    let x = render.rng.gen_range(0..total);
+    cumulative_weights.partition_point(|w| *w <= x)
+}

@@ -1,0 +1,39 @@
+//! apibench's harness: turn a scenario file into numbers a user can trust.
+//!
+//! Flow of `apibench run` ([`runner`]): [`scenario`] parses and validates the TOML (every error
+//! names file:line:column and the field) → [`database`] provisions Postgres once, migrates and
+//! seeds a template, and clones it per variant → [`target`] starts the API or Node baseline (or
+//! uses a URL) → [`engine`] drives goose users on the shared [`schedule`] (open model) or back to
+//! back (closed), rendering [`template`]s and timing each request itself → [`recorder`] collects
+//! samples into HDR histograms and the interval log, while [`sampler`] reads `/proc` every
+//! 250 ms → [`verdict`] checks the generator → [`results`] (the on-disk schema) and [`output`]
+//! (progress bars, the summary table).
+//!
+//! The library never exits the process and never prints except through [`output`]; the binary
+//! (`main.rs`) owns signals, logging and exit codes. It never depends on the `api` crate: the
+//! API is only ever a process under test.
+
+pub mod budgets;
+pub mod cli;
+pub mod compare;
+pub mod database;
+pub mod engine;
+pub mod environment;
+pub mod gate;
+pub mod knobs;
+pub mod noise;
+pub mod output;
+pub mod recorder;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod sampler;
+pub mod saved;
+pub mod scenario;
+pub mod schedule;
+pub mod target;
+pub mod template;
+pub mod verdict;
+
+pub use cli::{Cli, Command, RunArgs};
+pub use runner::{RunError, RunOptions, RunReport, run};

@@ -1,0 +1,93 @@
+//! The `apibench` binary: parse the command line, own Ctrl-C, logging and exit codes; everything
+//! else is the `loadgen` library.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use loadgen::runner::{EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED};
+use loadgen::{Cli, Command, RunOptions};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,goose=error")),
+        )
+        .init();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("apibench: {e:#}");
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<u8> {
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    // Installed before goose's own handler, which then fails to register (harmlessly): the
+    // first Ctrl-C stops the load and lets partial results be written; the second kills the
+    // targets' process groups and exits at once.
+    let already = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if already.swap(true, Ordering::SeqCst) {
+            eprintln!("apibench: second Ctrl-C, killing targets and exiting");
+            loadgen::target::kill_all_now();
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("apibench: Ctrl-C, stopping the load and writing partial results…");
+        let _ = cancel_tx.send(true);
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Run(args) => {
+            let options = RunOptions {
+                scenario: args.scenario,
+                out: args.out,
+                database_url: args.database_url,
+                repeat: args.repeat,
+                variants: args.variants,
+                api_bin: args.api_bin,
+                quiet: args.quiet,
+                command_line: std::env::args().collect(),
+            };
+            match runtime.block_on(loadgen::run(options, cancel_rx)) {
+                Ok(report) => {
+                    print!("{}", loadgen::output::summary_table(&report.summary));
+                    println!("results: {}", report.out_dir.display());
+                    Ok(if report.interrupted {
+                        EXIT_INTERRUPTED
+                    } else {
+                        EXIT_OK
+                    })
+                }
+                Err(e) => {
+                    eprintln!("apibench: {e}");
+                    Ok(e.exit_code())
+                }
+            }
+        }
+        Command::Report(args) => Ok(emit(loadgen::report::command(&args))),
+        Command::Compare(args) => Ok(emit(loadgen::compare::command(&args))),
+        Command::Gate(args) => {
+            let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").map(std::path::PathBuf::from);
+            Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
+        }
+    }
+}
+
+/// Writes a verb's output (stdout, then diagnostics to stderr) and returns its exit code.
+fn emit(outcome: loadgen::saved::CommandOutcome) -> u8 {
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    outcome.exit_code
+}

@@ -1,0 +1,754 @@
+//! The report page: header (what was run, where, at which rate), the summary table, the charts
+//! and the per-request tables, assembled as one HTML string. Everything user-supplied is
+//! escaped; nothing here fetches, links or scripts.
+
+use super::ReportError;
+use super::charts::{self, ChartSpec, Line, XAxis};
+use crate::compare::{Unit, format_figure, format_ratio, format_spread_parts};
+use crate::results::{Measurement, RunInfo, VariantSummary};
+use crate::saved::{self, SavedRun, SavedVariant, Spread};
+use std::fmt::Write as _;
+
+/// Escapes text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = "
+:root{color-scheme:light}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;color:#1d232a;background:#f4f5f7;margin:0}
+main{max-width:1240px;margin:0 auto;padding:20px 24px 40px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:18px;margin:0 0 10px}
+h3{font-size:15px;margin:18px 0 6px}
+header,section{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:16px 20px;margin:14px 0}
+.description{color:#3d4752;margin:0 0 10px;font-size:15px}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 18px;margin:8px 0 0}
+dl.facts dt{color:#5b6673}
+dl.facts dd{margin:0;overflow-wrap:anywhere}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+th,td{padding:5px 8px;border-bottom:1px solid #eceef1;text-align:right;vertical-align:top;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+th{font-weight:600;color:#4a5562;font-size:12px;background:#f8f9fa;border-bottom:1px solid #d9dde2}
+td.reason{white-space:normal;text-align:left;min-width:180px;max-width:320px}
+small.spread{display:block;color:#808a95;font-size:11px}
+.swatch{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
+.ok{color:#1a7f37;font-weight:600}
+.bad{color:#c62828;font-weight:600}
+.warn{color:#9a6700;font-weight:600}
+.banner{border-radius:8px;padding:10px 14px;margin:14px 0;border:1px solid #f0c36d;background:#fff8e5}
+.banner.bad{border-color:#e5a4a4;background:#fdecec;color:#8c1d1d}
+.note{color:#5b6673;font-size:13px;margin:6px 0 0}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:14px}
+figure{margin:0}
+svg{max-width:100%;height:auto;display:block}
+.empty{color:#808a95;font-style:italic;border:1px dashed #d0d5db;border-radius:6px;padding:24px;text-align:center}
+footer{color:#6b7580;font-size:12px;margin-top:20px}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
+";
+
+/// The rate a variant's latencies were measured at, for labels: "pool-10 @ 200 req/s".
+fn variant_label(v: &VariantSummary) -> String {
+    match v.figures.target_rate_per_sec {
+        Some(rate) => format!("{} @ {} req/s", v.name, trim_number(rate)),
+        None => format!(
+            "{} (closed model, {} req/s achieved)",
+            v.name,
+            trim_number(v.figures.throughput_rps)
+        ),
+    }
+}
+
+fn trim_number(v: f64) -> String {
+    if (v - v.round()).abs() < 0.05 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn swatch(index: usize) -> String {
+    format!(
+        "<span class=\"swatch\" style=\"background:{}\"></span>",
+        charts::css_colour(index)
+    )
+}
+
+/// A table cell: the figure, and its min–max below when there are repetitions.
+fn cell(parts: (String, Option<String>)) -> String {
+    match parts {
+        (value, Some(range)) => format!(
+            "<td>{}<small class=\"spread\" title=\"min–max over repetitions\">{}</small></td>",
+            esc(&value),
+            esc(&range)
+        ),
+        (value, None) => format!("<td>{}</td>", esc(&value)),
+    }
+}
+
+fn figure_cell(unit: Unit, spread: Option<Spread>) -> String {
+    match spread {
+        Some(s) => cell(format_spread_parts(unit, &s)),
+        None => "<td>–</td>".into(),
+    }
+}
+
+fn percent_cell(spread: Option<Spread>) -> String {
+    match spread {
+        None => "<td>–</td>".into(),
+        Some(s) => cell((
+            format!("{:.1} %", s.median),
+            s.has_spread()
+                .then(|| format!("{:.1}–{:.1}", s.min, s.max)),
+        )),
+    }
+}
+
+fn ratio_cell(value: Option<f64>, reference: Option<f64>, is_reference: bool) -> String {
+    if is_reference {
+        return "<td title=\"the reference\">1.00× <small class=\"spread\">reference</small></td>"
+            .into();
+    }
+    match (value, reference) {
+        (Some(v), Some(r)) if r > 0.0 => format!("<td>{}</td>", format_ratio(Some(v / r))),
+        (Some(_), Some(_)) => "<td>∞</td>".into(),
+        _ => "<td>–</td>".into(),
+    }
+}
+
+fn spread(v: &VariantSummary, f: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
+    saved::spread_of(v, f)
+}
+
+fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+fn header(run: &SavedRun) -> String {
+    let s = &run.summary;
+    let info: Option<&RunInfo> = run.info.as_ref();
+    let unknown = || "unknown (run.json missing)".to_string();
+    let mut facts: Vec<(&str, String)> = Vec::new();
+    facts.push((
+        "Date",
+        format!("{} → {}", s.started_at, s.finished_at),
+    ));
+    facts.push((
+        "Commit",
+        info.map_or_else(unknown, |i| match &i.environment.git_commit {
+            Some(c) => format!(
+                "{}{}",
+                c.chars().take(12).collect::<String>(),
+                if i.environment.git_dirty == Some(true) {
+                    " (uncommitted changes)"
+                } else {
+                    ""
+                }
+            ),
+            None => "unknown (not a git checkout)".into(),
+        }),
+    ));
+    facts.push((
+        "Machine",
+        info.map_or_else(unknown, |i| {
+            let e = &i.environment;
+            format!(
+                "{} × {} CPUs{}{}",
+                e.cpu_model.as_deref().unwrap_or("unknown CPU"),
+                e.cpu_count,
+                e.kernel
+                    .as_deref()
+                    .map(|k| format!(", Linux {k}"))
+                    .unwrap_or_default(),
+                e.hostname
+                    .as_deref()
+                    .map(|h| format!(", host {h}"))
+                    .unwrap_or_default()
+            )
+        }),
+    ));
+    facts.push((
+        "PostgreSQL",
+        info.map_or_else(unknown, |i| match &i.postgres {
+            Some(p) => format!("{}, provisioned by {}", p.server_version, p.provisioned_by),
+            None => "none used (no variant needed a database)".into(),
+        }),
+    ));
+    let load = match info {
+        Some(i) => {
+            let l = &i.load;
+            let stages: Vec<String> = l
+                .stages
+                .iter()
+                .map(|st| {
+                    format!(
+                        "{} req/s for {}",
+                        trim_number(st.rate_per_sec),
+                        duration_text(u64::try_from(st.duration.as_millis()).unwrap_or(u64::MAX))
+                    )
+                })
+                .collect();
+            let shape = match l.model {
+                crate::scenario::LoadModel::Open => format!(
+                    "open model (fixed schedule): {}; {} users",
+                    stages.join(", then "),
+                    l.users
+                ),
+                crate::scenario::LoadModel::Closed => format!(
+                    "closed model: {} users back to back, think time {} ms, for {}",
+                    l.users,
+                    l.think_time_ms,
+                    duration_text(l.duration_ms)
+                ),
+            };
+            format!(
+                "{shape}; warm-up {} (excluded from figures); request timeout {}",
+                duration_text(l.warmup_ms),
+                duration_text(l.request_timeout_ms)
+            )
+        }
+        None => format!("{} model", s.load_model),
+    };
+    facts.push(("Load", load));
+    facts.push((
+        "Latency",
+        match s.load_model {
+            crate::scenario::LoadModel::Open => "measured from each request's scheduled send time \
+                 (a stalled server's backlog counts: coordinated-omission corrected)"
+                .into(),
+            crate::scenario::LoadModel::Closed => "measured from the actual send (closed model: \
+                 a stalled server slows the generator down, so tails are understated)"
+                .into(),
+        },
+    ));
+    if let Some(i) = info {
+        facts.push((
+            "Data",
+            format!(
+                "{} users, {} posts (seed {})",
+                i.data.users, i.data.posts, i.data.seed
+            ),
+        ));
+        facts.push((
+            "Scenario file",
+            format!(
+                "{} (sha256 {}…)",
+                i.scenario.path,
+                i.scenario.sha256.chars().take(12).collect::<String>()
+            ),
+        ));
+    }
+    facts.push((
+        "Repetitions",
+        if s.repeat > 1 {
+            format!(
+                "{} per variant, interleaved; figures are medians, small grey numbers min–max",
+                s.repeat
+            )
+        } else {
+            "1 (no spread known: run with --repeat 3 to see the noise)".into()
+        },
+    ));
+    if let Some(i) = info {
+        facts.push(("apibench", format!("{} — {}", i.apibench_version, i.command_line.join(" "))));
+    }
+
+    let description = info
+        .map(|i| i.scenario.description.trim().to_string())
+        .filter(|d| !d.is_empty());
+    let mut out = String::from("<header id=\"environment\">\n");
+    let _ = writeln!(out, "<h1>apibench — {}</h1>", esc(&s.scenario));
+    if let Some(d) = description {
+        let _ = writeln!(out, "<p class=\"description\">{}</p>", esc(&d));
+    }
+    out.push_str("<dl class=\"facts\">\n");
+    for (k, v) in facts {
+        let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(&v));
+    }
+    out.push_str("</dl>\n</header>\n");
+    out
+}
+
+fn banners(run: &SavedRun) -> String {
+    let mut out = String::new();
+    if run.summary.partial {
+        out.push_str(
+            "<div class=\"banner\"><strong>Partial run:</strong> interrupted before the end of its \
+             schedule; the figures cover what was measured.</div>\n",
+        );
+    }
+    for v in run.variants.iter().filter(|v| !v.summary.figures.valid) {
+        let _ = writeln!(
+            out,
+            "<div class=\"banner bad\"><strong>{} is INVALID:</strong> {} — its figures describe \
+             the generator, not the server.</div>",
+            esc(&v.summary.name),
+            esc(v
+                .summary
+                .figures
+                .invalid_reason
+                .as_deref()
+                .unwrap_or("the generator could not be trusted"))
+        );
+    }
+    out
+}
+
+fn summary_table(run: &SavedRun, reference: usize) -> String {
+    let r = &run.variants[reference].summary;
+    let mut out = String::from("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"scroll\"><table>\n");
+    let _ = writeln!(
+        out,
+        "<tr><th>variant</th><th>target rate</th><th>throughput</th><th>p50</th><th>p90</th>\
+         <th>p99</th><th>p99.9</th><th>max</th><th>errors</th><th>RSS peak</th><th>CPU</th>\
+         <th>Postgres CPU</th><th>throughput ×</th><th>p99 ×</th><th>RSS ×</th><th>valid</th></tr>"
+    );
+    let ref_tp = r.figures.throughput_rps;
+    let ref_p99 = r.figures.latency_us.p99 as f64;
+    let ref_rss = r.figures.target_rss_peak_bytes.map(|b| b as f64);
+    for (i, v) in run.variants.iter().enumerate() {
+        let s = &v.summary;
+        let m = &s.figures;
+        let is_ref = i == reference;
+        let lat = |pick: fn(&Measurement) -> u64| {
+            spread(s, move |m| (m.latency_us.count > 0).then(|| pick(m) as f64))
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}<strong>{}</strong><small class=\"spread\">{}{}</small></td>",
+            swatch(i),
+            esc(&s.name),
+            esc(&s.target_kind),
+            esc(&knobs_text(s))
+        );
+        let _ = write!(
+            out,
+            "<td>{}<small class=\"spread\">sent {}</small></td>",
+            m.target_rate_per_sec.map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
+            format_figure(Unit::PerSec, m.achieved_send_rate_per_sec)
+        );
+        out.push_str(&figure_cell(Unit::PerSec, spread(s, |m| Some(m.throughput_rps))));
+        out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p50)));
+        out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p90)));
+        out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p99)));
+        out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p999)));
+        out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.max)));
+        let _ = write!(
+            out,
+            "<td>{}<small class=\"spread\">{}</small></td>",
+            m.errors,
+            format_figure(Unit::Fraction, m.error_rate)
+        );
+        out.push_str(&figure_cell(
+            Unit::Bytes,
+            spread(s, |m| m.target_rss_peak_bytes.map(|b| b as f64)),
+        ));
+        out.push_str(&percent_cell(spread(s, |m| m.target_cpu_mean_percent)));
+        out.push_str(&percent_cell(spread(s, |m| m.postgres_cpu_mean_percent)));
+        out.push_str(&ratio_cell(Some(m.throughput_rps), Some(ref_tp), is_ref));
+        out.push_str(&ratio_cell(Some(m.latency_us.p99 as f64), Some(ref_p99), is_ref));
+        out.push_str(&ratio_cell(
+            m.target_rss_peak_bytes.map(|b| b as f64),
+            ref_rss,
+            is_ref,
+        ));
+        if m.valid {
+            let note = if m.saturated {
+                "<small class=\"spread warn\">server saturated</small>"
+            } else if m.partial {
+                "<small class=\"spread warn\">partial</small>"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "<td class=\"reason\"><span class=\"ok\">✓ valid</span>{note}</td></tr>");
+        } else {
+            let _ = writeln!(
+                out,
+                "<td class=\"reason\"><span class=\"bad\">✗ INVALID</span><small class=\"spread\">{}</small></td></tr>",
+                esc(m.invalid_reason.as_deref().unwrap_or("the generator could not be trusted"))
+            );
+        }
+    }
+    out.push_str("</table></div>\n");
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">Latency is reported with the rate that produced it (target rate column). \
+         Ratios are against <strong>{}</strong>: throughput × above 1 is better, p99 × and RSS × \
+         below 1 are better. RSS is the peak of the target's process tree; CPU is the mean, in % of \
+         one core.{}</p>",
+        esc(&r.name),
+        if run.summary.repeat > 1 {
+            " Grey numbers under a figure: min–max over the repetitions; the figure is their median."
+        } else {
+            ""
+        }
+    );
+    out.push_str("</section>\n");
+    out
+}
+
+fn knobs_text(s: &VariantSummary) -> String {
+    if s.knobs.is_empty() {
+        return String::new();
+    }
+    let knobs: Vec<String> = s.knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(" · {}", knobs.join(" "))
+}
+
+fn chart(spec: &ChartSpec, lines: &[Line], empty_reason: &str) -> Result<String, ReportError> {
+    if lines.iter().all(|l| l.points.is_empty()) {
+        return Ok(format!(
+            "<figure><div class=\"empty\"><strong>{}</strong><br>{}</div></figure>",
+            esc(&spec.title),
+            esc(empty_reason)
+        ));
+    }
+    let svg = charts::line_chart(spec, lines).map_err(|message| ReportError::Chart {
+        chart: spec.title.clone(),
+        message,
+    })?;
+    Ok(format!("<figure>{svg}</figure>"))
+}
+
+fn spec(title: &str, x_label: &str, y_label: &str, x_axis: XAxis, wide: bool) -> ChartSpec {
+    ChartSpec {
+        title: title.into(),
+        x_label: x_label.into(),
+        y_label: y_label.into(),
+        x_axis,
+        width_px: if wide { 1180 } else { 580 },
+        height_px: if wide { 440 } else { 330 },
+        shade: None,
+        reference_y: None,
+    }
+}
+
+fn spectrum(run: &SavedRun) -> Result<String, ReportError> {
+    let lines: Vec<Line> = run
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Line {
+            label: Some(variant_label(&v.summary)),
+            colour_index: i,
+            points: spectrum_points(v),
+        })
+        .collect();
+    let merged = if run.summary.repeat > 1 {
+        ", all repetitions merged"
+    } else {
+        ""
+    };
+    let title = format!("Latency by percentile (every measured request{merged})");
+    let svg = chart(
+        &spec(&title, "percentile (log scale: 90 %, 99 %, 99.9 %, …)", "latency (ms)", XAxis::Nines, true),
+        &lines,
+        "no latency was recorded",
+    )?;
+    Ok(format!(
+        "<section id=\"spectrum\">\n<h2>Percentile spectrum</h2>\n{svg}\n<p class=\"note\">Read \
+         the tail on the right: each step of the x axis is another nine. Reconstructed from the \
+         1 s interval histograms in <code>latency.hlog</code> after the warm-up.</p>\n</section>\n"
+    ))
+}
+
+fn spectrum_points(v: &SavedVariant) -> Vec<(f64, f64)> {
+    let h = &v.merged;
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points = Vec::new();
+    for step in h.iter_quantiles(5) {
+        let q = step.quantile_iterated_to();
+        let ms = h.highest_equivalent(step.value_iterated_to()) as f64 / 1000.0;
+        if q >= 0.99999 {
+            break;
+        }
+        points.push((charts::nines(q * 100.0), ms));
+    }
+    points.push((5.0, h.max() as f64 / 1000.0));
+    points
+}
+
+/// One line per measurement (repetition) of each variant, labelled once.
+fn per_measurement_lines(
+    run: &SavedRun,
+    points: impl Fn(&saved::SavedMeasurement) -> Vec<(f64, f64)>,
+) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for (i, v) in run.variants.iter().enumerate() {
+        for (k, m) in v.measurements.iter().enumerate() {
+            let label = (k == 0).then(|| {
+                if v.measurements.len() > 1 {
+                    format!("{} ({} repetitions)", variant_label(&v.summary), v.measurements.len())
+                } else {
+                    variant_label(&v.summary)
+                }
+            });
+            lines.push(Line {
+                label,
+                colour_index: i,
+                points: points(m),
+            });
+        }
+    }
+    lines
+}
+
+fn warmup_shade(run: &SavedRun) -> Option<(f64, f64, String)> {
+    let warmup_ms = run.variants.first()?.summary.figures.warmup_ms;
+    (warmup_ms > 0).then(|| (0.0, warmup_ms as f64 / 1000.0, "warm-up (excluded)".to_string()))
+}
+
+fn over_time(run: &SavedRun) -> Result<String, ReportError> {
+    let shade = warmup_shade(run);
+    let mut p50 = spec("p50 latency per 1 s interval", "time since load start (s)", "p50 latency (ms)", XAxis::Seconds, false);
+    p50.shade = shade.clone();
+    let mut p99 = spec("p99 latency per 1 s interval", "time since load start (s)", "p99 latency (ms)", XAxis::Seconds, false);
+    p99.shade = shade.clone();
+    let p50_lines = per_measurement_lines(run, |m| {
+        m.intervals.iter().filter(|i| i.completed > 0).map(|i| (i.start_s, i.p50_us as f64 / 1000.0)).collect()
+    });
+    let p99_lines = per_measurement_lines(run, |m| {
+        m.intervals.iter().filter(|i| i.completed > 0).map(|i| (i.start_s, i.p99_us as f64 / 1000.0)).collect()
+    });
+    let mut tp = spec("Throughput per 1 s interval", "time since load start (s)", "completed requests per second", XAxis::Seconds, true);
+    tp.height_px = 360;
+    tp.shade = shade;
+    tp.reference_y = common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
+    let tp_lines = per_measurement_lines(run, |m| {
+        m.intervals.iter().map(|i| (i.start_s, i.completed as f64)).collect()
+    });
+    Ok(format!(
+        "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
+         <p class=\"note\">Each point is one 1 s interval of <code>latency.hlog</code>, by completion time; \
+         the grey band is the warm-up, which the summary figures exclude.</p>\n</section>\n\
+         <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
+        chart(&p50, &p50_lines, "no interval was recorded")?,
+        chart(&p99, &p99_lines, "no interval was recorded")?,
+        chart(&tp, &tp_lines, "no interval was recorded")?
+    ))
+}
+
+/// The target rate when every variant ran at the same single rate.
+fn common_target_rate(run: &SavedRun) -> Option<f64> {
+    if let Some(info) = &run.info
+        && info.load.stages.len() != 1
+    {
+        return None;
+    }
+    let rates: Vec<f64> = run
+        .variants
+        .iter()
+        .map(|v| v.summary.figures.target_rate_per_sec)
+        .collect::<Option<Vec<f64>>>()?;
+    let first = *rates.first()?;
+    rates.iter().all(|r| (r - first).abs() < 1e-6).then_some(first)
+}
+
+fn resources(run: &SavedRun) -> Result<String, ReportError> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let x = "time since sampling start (s)";
+    let no_target = "not measured: no process was watched (url targets have none)";
+    let no_postgres = "not measured: no Postgres process was watched (url targets, or a container)";
+    let series = |pick: fn(&saved::ResourceRow) -> Option<f64>| {
+        per_measurement_lines(run, move |m| {
+            m.resources
+                .iter()
+                .filter_map(|r| pick(r).map(|v| (r.elapsed_ms as f64 / 1000.0, v)))
+                .collect()
+        })
+    };
+    let charts_html = [
+        chart(
+            &spec("Target RSS (process tree)", x, "RSS (MiB)", XAxis::Seconds, false),
+            &series(|r| r.target_rss_bytes.map(|b| b as f64 / MIB)),
+            no_target,
+        )?,
+        chart(
+            &spec("Target CPU", x, "CPU (% of one core)", XAxis::Seconds, false),
+            &series(|r| r.target_cpu_percent),
+            no_target,
+        )?,
+        chart(
+            &spec("PostgreSQL RSS (postmaster + backends)", x, "RSS (MiB)", XAxis::Seconds, false),
+            &series(|r| r.postgres_rss_bytes.map(|b| b as f64 / MIB)),
+            no_postgres,
+        )?,
+        chart(
+            &spec("PostgreSQL CPU", x, "CPU (% of one core)", XAxis::Seconds, false),
+            &series(|r| r.postgres_cpu_percent),
+            no_postgres,
+        )?,
+    ];
+    Ok(format!(
+        "<section id=\"resources\">\n<h2>Memory and CPU over time</h2>\n<div class=\"grid\">{}</div>\n\
+         <p class=\"note\">Sampled from <code>/proc</code> every 250 ms (<code>resources.csv</code>). \
+         RSS sums the process tree, so pages shared between Postgres backends count once per backend: \
+         read it as an upper bound. 200 % CPU is two cores busy.</p>\n</section>\n",
+        charts_html.join("")
+    ))
+}
+
+fn request_tables(run: &SavedRun) -> String {
+    let mut names: Vec<&String> = run
+        .variants
+        .iter()
+        .flat_map(|v| v.summary.figures.requests_by_name.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = String::from("<section id=\"requests\">\n<h2>Per request</h2>\n");
+    if names.is_empty() {
+        out.push_str("<p class=\"empty\">no request names were recorded</p>\n");
+    }
+    for name in names {
+        let what = run
+            .info
+            .as_ref()
+            .and_then(|i| i.requests.iter().find(|r| &r.name == name))
+            .map(|r| format!(" — <code>{} {}</code> (weight {})", esc(&r.method), esc(&r.path), r.weight))
+            .unwrap_or_default();
+        let _ = writeln!(out, "<h3>{}{what}</h3>", esc(name));
+        out.push_str(
+            "<div class=\"scroll\"><table><tr><th>variant</th><th>requests</th><th>throughput</th>\
+             <th>errors</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th>\
+             <th>TTFB p50</th><th>TTFB p99</th></tr>\n",
+        );
+        for (i, v) in run.variants.iter().enumerate() {
+            let s = &v.summary;
+            let Some(r) = s.figures.requests_by_name.get(name) else {
+                continue;
+            };
+            let name = name.as_str();
+            let lat = |pick: fn(&crate::results::RequestSummary) -> u64| {
+                spread(s, move |m| {
+                    m.requests_by_name
+                        .get(name)
+                        .filter(|r| r.latency_us.count > 0)
+                        .map(|r| pick(r) as f64)
+                })
+            };
+            let ttfb = |pick: fn(&crate::results::Percentiles) -> u64| {
+                spread(s, move |m| {
+                    m.requests_by_name
+                        .get(name)
+                        .filter(|r| r.ttfb_us.count > 0)
+                        .map(|r| pick(&r.ttfb_us) as f64)
+                })
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}{}</td><td>{}</td>",
+                swatch(i),
+                esc(&variant_label(s)),
+                r.requests
+            );
+            out.push_str(&figure_cell(
+                Unit::PerSec,
+                spread(s, |m| {
+                    let r = m.requests_by_name.get(name)?;
+                    (m.measured_duration_ms > 0)
+                        .then(|| r.requests as f64 * 1000.0 / m.measured_duration_ms as f64)
+                }),
+            ));
+            let _ = write!(
+                out,
+                "<td>{}<small class=\"spread\">{}</small></td>",
+                r.errors,
+                if r.requests > 0 {
+                    format_figure(Unit::Fraction, r.errors as f64 / r.requests as f64)
+                } else {
+                    "–".into()
+                }
+            );
+            out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.p50)));
+            out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.p90)));
+            out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.p99)));
+            out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.p999)));
+            out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.max)));
+            out.push_str(&figure_cell(Unit::Micros, ttfb(|p| p.p50)));
+            out.push_str(&figure_cell(Unit::Micros, ttfb(|p| p.p99)));
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table></div>\n");
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+fn generator_table(run: &SavedRun) -> String {
+    let mut out = String::from(
+        "<section id=\"generator\">\n<h2>Generator self-check</h2>\n<div class=\"scroll\"><table>\
+         <tr><th>variant</th><th>target rate</th><th>achieved send rate</th><th>late sends (&gt;10 ms)</th>\
+         <th>backlogged sends</th><th>generator CPU</th><th>generator RSS</th><th>timeouts</th></tr>\n",
+    );
+    for (i, v) in run.variants.iter().enumerate() {
+        let m = &v.summary.figures;
+        let _ = writeln!(
+            out,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            swatch(i),
+            esc(&v.summary.name),
+            m.target_rate_per_sec.map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
+            format_figure(Unit::PerSec, m.achieved_send_rate_per_sec),
+            m.generator_late_sends,
+            format_figure(Unit::Fraction, m.generator_late_share),
+            m.backlogged_sends,
+            m.generator_cpu_mean_percent.map_or("–".into(), |c| format!("{c:.1} %")),
+            m.generator_rss_peak_bytes.map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64)),
+            m.timeouts
+        );
+    }
+    out.push_str(
+        "</table></div>\n<p class=\"note\">A run is marked invalid when the generator, not the server, \
+         fell behind its schedule; backlogged sends are the server's doing (every user was busy).</p>\n</section>\n",
+    );
+    out
+}
+
+/// The whole page.
+pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
+    let mut out = String::with_capacity(256 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>apibench — {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+        esc(&run.summary.scenario)
+    );
+    out.push_str(&header(run));
+    out.push_str(&banners(run));
+    out.push_str(&summary_table(run, reference));
+    out.push_str(&spectrum(run)?);
+    out.push_str(&over_time(run)?);
+    out.push_str(&resources(run)?);
+    out.push_str(&request_tables(run));
+    out.push_str(&generator_table(run));
+    let _ = write!(
+        out,
+        "<footer>Rendered by <code>apibench report</code> from the files saved in <code>{}</code> \
+         (summary.json, run.json, per variant latency.hlog and resources.csv); re-render any time \
+         with <code>apibench report {}</code>.</footer>\n</main>\n</body>\n</html>\n",
+        esc(&run.dir.display().to_string()),
+        esc(&run.dir.display().to_string())
+    );
+    Ok(out)
+}

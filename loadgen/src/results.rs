@@ -1,0 +1,388 @@
+//! The result files' schema: `summary.json` ([`Summary`]) and `run.json` ([`RunInfo`]).
+//! Written by `apibench run`, read back by report / compare / gate, so every type here is
+//! `Serialize + Deserialize` and the files carry `schema_version`. Units are in the field names.
+//!
+//! Change a field's meaning → bump [`SCHEMA_VERSION`]. Adding an optional field does not need it.
+
+use crate::scenario::{DataSpec, LoadModel};
+use crate::schedule::Stage;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+    /// Values recorded.
+    pub count: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            count: h.len(),
+        }
+    }
+}
+
+/// One request name's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestSummary {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_us: Percentiles,
+    pub ttfb_us: Percentiles,
+}
+
+/// Files of one measurement, relative to the run directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeasurementFiles {
+    pub latency_hlog: String,
+    pub resources_csv: String,
+    pub target_log: Option<String>,
+}
+
+/// The figures of one load phase (one variant, one repetition).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// False when the generator could not be trusted; see `invalid_reason`.
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+    /// Stopped early (Ctrl-C): the figures cover what was measured.
+    pub partial: bool,
+    /// Every user was busy past its slots (a slow server, or too few users): the achieved rate
+    /// is the server's, and latency includes the backlog. Not a generator fault.
+    pub saturated: bool,
+    /// Open model: mean scheduled rate after warm-up. Closed model: null.
+    pub target_rate_per_sec: Option<f64>,
+    /// Completed requests (successful + failed) per second of the measured window.
+    pub throughput_rps: f64,
+    /// Requests sent per second of the measured window (the generator's achieved rate).
+    pub achieved_send_rate_per_sec: f64,
+    pub measured_duration_ms: u64,
+    pub warmup_ms: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub error_rate: f64,
+    /// Count per HTTP status; "0" = no response (connection error, timeout).
+    pub status_counts: BTreeMap<String, u64>,
+    /// Open model: from the scheduled send time; closed: from the actual send.
+    pub latency_us: Percentiles,
+    pub ttfb_us: Percentiles,
+    pub requests_by_name: BTreeMap<String, RequestSummary>,
+    /// Null for `url` targets (no process to watch).
+    pub target_rss_peak_bytes: Option<u64>,
+    pub target_cpu_mean_percent: Option<f64>,
+    pub postgres_rss_peak_bytes: Option<u64>,
+    pub postgres_cpu_mean_percent: Option<f64>,
+    pub generator_rss_peak_bytes: Option<u64>,
+    pub generator_cpu_mean_percent: Option<f64>,
+    /// Sends after the warm-up that the generator itself delayed by more than 10 ms.
+    pub generator_late_sends: u64,
+    pub generator_late_share: f64,
+    /// Sends whose slot was already overdue when a user became free.
+    pub backlogged_sends: u64,
+    /// Sends after the warm-up.
+    pub sends: u64,
+    pub files: MeasurementFiles,
+}
+
+/// One variant in `summary.json`. The figures at the top level are, with `--repeat N`, medians
+/// over the repetitions (`valid` only if every repetition was); `repetitions` holds each
+/// repetition's own figures, so spread can be shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    pub name: String,
+    pub target_kind: String,
+    pub knobs: BTreeMap<String, String>,
+    pub load_model: LoadModel,
+    /// "scheduled" (open) or "sent" (closed): where latency is measured from.
+    pub latency_origin: String,
+    #[serde(flatten)]
+    pub figures: Measurement,
+    pub repetitions: Vec<Measurement>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub load_model: LoadModel,
+    pub partial: bool,
+    pub repeat: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub variants: Vec<VariantSummary>,
+}
+
+/// Environment facts in `run.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub apibench_version: String,
+    pub cpu_model: Option<String>,
+    pub cpu_count: usize,
+    pub kernel: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// The database a run used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostgresInfo {
+    pub server_version: String,
+    pub provisioned_by: String,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The load model as run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadInfo {
+    pub model: LoadModel,
+    pub users: usize,
+    pub stages: Vec<Stage>,
+    pub warmup_ms: u64,
+    pub duration_ms: u64,
+    pub think_time_ms: u64,
+    pub request_timeout_ms: u64,
+    pub latency_origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub body: Option<String>,
+    pub expect_status: Option<u16>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantInfo {
+    pub name: String,
+    pub target_kind: String,
+    pub target_url: Option<String>,
+    pub knobs: BTreeMap<String, String>,
+    /// The environment variables the knobs became.
+    pub knob_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub schema_version: u32,
+    pub apibench_version: String,
+    pub command_line: Vec<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub partial: bool,
+    pub scenario: ScenarioInfo,
+    pub environment: Environment,
+    pub postgres: Option<PostgresInfo>,
+    pub data: DataSpec,
+    pub load: LoadInfo,
+    pub requests: Vec<RequestInfo>,
+    pub variants: Vec<VariantInfo>,
+    pub repeat: u32,
+}
+
+/// The typical repetition: numbers → median, booleans → all true (so `valid` means every
+/// repetition was valid) except `partial`/`saturated` → any, strings → distinct values joined.
+pub fn aggregate(measurements: &[Measurement]) -> Measurement {
+    match measurements {
+        [] => Measurement::default(),
+        [one] => one.clone(),
+        many => {
+            let values: Vec<Value> = many
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok())
+                .collect();
+            let merged = merge_values("", &values);
+            let mut out: Measurement =
+                serde_json::from_value(merged).unwrap_or_else(|_| many[0].clone());
+            // Where files are is per repetition; the aggregate points at the first.
+            out.files = many[0].files.clone();
+            out
+        }
+    }
+}
+
+fn merge_values(key: &str, values: &[Value]) -> Value {
+    let present: Vec<&Value> = values.iter().filter(|v| !v.is_null()).collect();
+    let Some(first) = present.first() else {
+        return Value::Null;
+    };
+    match first {
+        Value::Bool(_) => {
+            let any = present.iter().any(|v| v.as_bool() == Some(true));
+            let all = present.iter().all(|v| v.as_bool() == Some(true));
+            Value::Bool(if matches!(key, "partial" | "saturated") {
+                any
+            } else {
+                all
+            })
+        }
+        Value::Number(_) => {
+            let mut numbers: Vec<f64> = present.iter().filter_map(|v| v.as_f64()).collect();
+            numbers.sort_by(f64::total_cmp);
+            let n = numbers.len();
+            let median = if n % 2 == 1 {
+                numbers[n / 2]
+            } else {
+                (numbers[n / 2 - 1] + numbers[n / 2]) / 2.0
+            };
+            if present.iter().all(|v| v.is_u64()) {
+                Value::from(median.round() as u64)
+            } else {
+                Value::from(median)
+            }
+        }
+        Value::String(_) => {
+            let mut seen: Vec<&str> = Vec::new();
+            for v in &present {
+                if let Some(s) = v.as_str()
+                    && !seen.contains(&s)
+                {
+                    seen.push(s);
+                }
+            }
+            Value::from(seen.join("; "))
+        }
+        Value::Object(_) => {
+            let mut keys: Vec<&String> = present
+                .iter()
+                .filter_map(|v| v.as_object())
+                .flat_map(|o| o.keys())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                let column: Vec<Value> = present
+                    .iter()
+                    .map(|v| v.get(k).cloned().unwrap_or(Value::Null))
+                    .collect();
+                out.insert(k.clone(), merge_values(k, &column));
+            }
+            Value::Object(out)
+        }
+        Value::Array(_) | Value::Null => (*first).clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurement(p99: u64, valid: bool) -> Measurement {
+        Measurement {
+            valid,
+            invalid_reason: (!valid).then(|| "late".to_string()),
+            target_rate_per_sec: Some(500.0),
+            throughput_rps: 499.5,
+            requests: 1000,
+            latency_us: Percentiles {
+                p99,
+                ..Percentiles::default()
+            },
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn summary_round_trips_through_json() {
+        let m = measurement(1234, true);
+        let summary = Summary {
+            schema_version: SCHEMA_VERSION,
+            scenario: "smoke".into(),
+            load_model: LoadModel::Open,
+            partial: false,
+            repeat: 1,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:01:00Z".into(),
+            variants: vec![VariantSummary {
+                name: "pool-10".into(),
+                target_kind: "api".into(),
+                knobs: BTreeMap::from([("pool_max".into(), "10".into())]),
+                load_model: LoadModel::Open,
+                latency_origin: "scheduled".into(),
+                figures: m.clone(),
+                repetitions: vec![m],
+            }],
+        };
+        let text = serde_json::to_string_pretty(&summary).expect("serializes");
+        let value: Value = serde_json::from_str(&text).expect("json");
+        // The field names, at the variant's top level.
+        let variant = &value["variants"][0];
+        for field in [
+            "name",
+            "valid",
+            "invalid_reason",
+            "load_model",
+            "target_rate_per_sec",
+            "throughput_rps",
+            "requests",
+            "errors",
+            "latency_us",
+            "requests_by_name",
+            "ttfb_us",
+            "target_rss_peak_bytes",
+            "target_cpu_mean_percent",
+            "postgres_cpu_mean_percent",
+            "generator_cpu_mean_percent",
+        ] {
+            assert!(variant.get(field).is_some(), "missing {field}");
+        }
+        for p in ["p50", "p90", "p99", "p999", "max", "mean"] {
+            assert!(
+                variant["latency_us"].get(p).is_some(),
+                "missing latency_us.{p}"
+            );
+        }
+        assert_eq!(value["schema_version"], SCHEMA_VERSION);
+        let back: Summary = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, summary);
+    }
+
+    #[test]
+    fn repetitions_aggregate_to_medians_and_validity_of_all() {
+        let agg = aggregate(&[
+            measurement(100, true),
+            measurement(300, false),
+            measurement(200, true),
+        ]);
+        assert_eq!(agg.latency_us.p99, 200);
+        assert!(!agg.valid);
+        assert_eq!(agg.invalid_reason.as_deref(), Some("late"));
+        assert_eq!(agg.requests, 1000);
+    }
+}

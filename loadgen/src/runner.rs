@@ -1,0 +1,651 @@
+//! `apibench run`: scenario → database → for each repetition and variant: fresh database copy,
+//! target start, load phase with sampling, target stop → result files → summary table.
+//!
+//! Cancellation (Ctrl-C) arrives as a `watch` channel turning true: the current load phase stops,
+//! everything measured so far is written with `partial: true`, the target and the database are
+//! stopped, and the caller exits 130. This module prints nothing itself except through
+//! [`crate::output`].
+
+use crate::database::{DatabaseError, Databases};
+use crate::engine::{self, EngineError, LoadPlan};
+use crate::recorder::{Collector, Recording};
+use crate::results::{
+    self, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo, RequestSummary,
+    RunInfo, ScenarioInfo, Summary, VariantInfo, VariantSummary,
+};
+use crate::sampler::{self, ResourceSummary, Watched};
+use crate::scenario::{self, LoadModel, Scenario, ScenarioError, TargetSpec, VariantSpec};
+use crate::schedule::{SchedulePlan, Stage};
+use crate::target::{self, TargetEnv, TargetError};
+use crate::template::SharedTemplateState;
+use crate::verdict::{self, Evidence};
+use crate::{environment, knobs, output};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// Exit code: the run finished.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: bad input (scenario, flags, files).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: the run itself failed.
+pub const EXIT_RUN_FAILED: u8 = 3;
+/// Exit code: interrupted by Ctrl-C after writing partial results.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Why a run did not happen or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("{0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// 2 for bad input, 3 for a run that failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Scenario(_) | RunError::BadInput(_) => EXIT_BAD_INPUT,
+            _ => EXIT_RUN_FAILED,
+        }
+    }
+}
+
+/// What `apibench run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    pub out: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub repeat: u32,
+    pub variants: Vec<String>,
+    pub api_bin: Option<PathBuf>,
+    pub quiet: bool,
+    pub command_line: Vec<String>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    pub out_dir: PathBuf,
+    pub summary: Summary,
+    pub interrupted: bool,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(path, text + "\n").map_err(|source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The variants to run, in scenario order.
+fn select_variants(scenario: &Scenario, wanted: &[String]) -> Result<Vec<VariantSpec>, RunError> {
+    if wanted.is_empty() {
+        return Ok(scenario.variants.clone());
+    }
+    for name in wanted {
+        if !scenario.variants.iter().any(|v| &v.name == name) {
+            let known: Vec<&str> = scenario.variants.iter().map(|v| v.name.as_str()).collect();
+            return Err(RunError::BadInput(format!(
+                "--variants: `{name}` is not a variant of {}; it has: {}",
+                scenario.path.display(),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(scenario
+        .variants
+        .iter()
+        .filter(|v| wanted.contains(&v.name))
+        .cloned()
+        .collect())
+}
+
+/// The schedule a load phase follows.
+pub fn schedule_plan(scenario: &Scenario) -> SchedulePlan {
+    match scenario.load.model {
+        LoadModel::Open => SchedulePlan::new(scenario.load.warmup, &scenario.load.stages),
+        // The closed model uses only the warm-up and the end; a zero rate has no slots.
+        LoadModel::Closed => SchedulePlan::new(
+            scenario.load.warmup,
+            &[Stage {
+                rate_per_sec: 0.0,
+                duration: scenario.load.duration,
+            }],
+        ),
+    }
+}
+
+fn run_info(
+    scenario: &Scenario,
+    variants: &[VariantSpec],
+    opts: &RunOptions,
+    started_at: &str,
+) -> RunInfo {
+    let load = &scenario.load;
+    RunInfo {
+        schema_version: results::SCHEMA_VERSION,
+        apibench_version: env!("CARGO_PKG_VERSION").to_string(),
+        command_line: opts.command_line.clone(),
+        started_at: started_at.to_string(),
+        finished_at: None,
+        partial: false,
+        scenario: ScenarioInfo {
+            name: scenario.name.clone(),
+            description: scenario.description.clone(),
+            path: scenario.path.display().to_string(),
+            sha256: scenario.sha256.clone(),
+        },
+        environment: environment::collect(),
+        postgres: None,
+        data: scenario.data,
+        load: LoadInfo {
+            model: load.model,
+            users: load.users,
+            stages: load.stages.clone(),
+            warmup_ms: millis(load.warmup),
+            duration_ms: millis(load.duration),
+            think_time_ms: millis(load.think_time),
+            request_timeout_ms: millis(load.request_timeout),
+            latency_origin: latency_origin(load.model).to_string(),
+        },
+        requests: scenario
+            .requests
+            .iter()
+            .map(|r| RequestInfo {
+                name: r.name.clone(),
+                method: r.method.clone(),
+                path: r.path_source.clone(),
+                body: r.body_source.clone(),
+                expect_status: r.expect_status,
+                weight: r.weight,
+            })
+            .collect(),
+        variants: variants
+            .iter()
+            .map(|v| VariantInfo {
+                name: v.name.clone(),
+                target_kind: v.target.kind().to_string(),
+                target_url: match &v.target {
+                    TargetSpec::Url { url } => Some(url.clone()),
+                    _ => None,
+                },
+                knobs: v.knobs.clone(),
+                knob_env: v
+                    .knobs
+                    .iter()
+                    .map(|(k, val)| (knobs::env_var_name(k), val.clone()))
+                    .collect(),
+            })
+            .collect(),
+        repeat: opts.repeat.max(1),
+    }
+}
+
+fn latency_origin(model: LoadModel) -> &'static str {
+    match model {
+        LoadModel::Open => "scheduled",
+        LoadModel::Closed => "sent",
+    }
+}
+
+/// A Postgres database name for a variant copy.
+fn copy_name(nonce: &str, variant: &str, repetition: u32) -> String {
+    let clean: String = variant
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(30)
+        .collect();
+    format!("apibench_{nonce}_{clean}_{repetition}")
+}
+
+/// Runs a scenario. `Ok` with `interrupted: true` after Ctrl-C (partial results written).
+pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunReport, RunError> {
+    let scenario = scenario::load(&opts.scenario)?;
+    let variants = select_variants(&scenario, &opts.variants)?;
+    let repeat = opts.repeat.max(1);
+    let started_at = now_rfc3339();
+    let out_dir = opts.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            scenario.name
+        ))
+    });
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        RunError::BadInput(format!("cannot create --out {}: {e}", out_dir.display()))
+    })?;
+
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let scenario_dir = scenario
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let target_env = TargetEnv {
+        api_bin: opts.api_bin.clone().unwrap_or_else(target::default_api_bin),
+        node_dir: target::find_node_dir(&[&cwd, &scenario_dir]),
+        search_root: cwd.clone(),
+    };
+    // Fail fast, before provisioning a database, when a target cannot start at all.
+    for v in &variants {
+        match v.target {
+            TargetSpec::Api if !target_env.api_bin.is_file() => {
+                return Err(TargetError::ApiBinaryMissing(target_env.api_bin.clone()).into());
+            }
+            TargetSpec::Node if target_env.node_dir.is_none() => {
+                return Err(TargetError::NodeMissing(cwd.clone()).into());
+            }
+            _ => {}
+        }
+    }
+
+    let nonce = format!(
+        "{:08x}",
+        rand::random::<u32>() ^ std::process::id().rotate_left(16)
+    );
+    let mut info = run_info(&scenario, &variants, &opts, &started_at);
+    let run_json = out_dir.join("run.json");
+    write_json(&run_json, &info)?;
+
+    let mut cancel_db = cancel.clone();
+    let databases = if variants.iter().any(|v| v.target.needs_database()) {
+        tracing::info!("provisioning Postgres and seeding {:?}", scenario.data);
+        let prepared = tokio::select! {
+            prepared = Databases::prepare(opts.database_url.as_deref(), &scenario.data, &nonce) => Some(prepared?),
+            _ = cancel_db.wait_for(|c| *c) => None,
+        };
+        if let Some(db) = &prepared {
+            info.postgres = Some(db.info());
+            write_json(&run_json, &info)?;
+        }
+        prepared
+    } else {
+        None
+    };
+
+    let mut measured: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
+    let mut failure = None;
+    'reps: for repetition in 1..=repeat {
+        for variant in &variants {
+            if *cancel.borrow() {
+                break 'reps;
+            }
+            if variant.target.needs_database() && databases.is_none() {
+                break 'reps;
+            }
+            let dir_rel = if repeat > 1 {
+                format!("{}/rep-{repetition}", variant.name)
+            } else {
+                variant.name.clone()
+            };
+            let phase = Phase {
+                scenario: &scenario,
+                variant,
+                repetition,
+                repeat,
+                out_dir: &out_dir,
+                dir_rel: &dir_rel,
+                target_env: &target_env,
+                databases: databases.as_ref(),
+                nonce: &nonce,
+                quiet: opts.quiet,
+            };
+            match phase.run(cancel.clone()).await {
+                Ok(Some(m)) => measured.entry(variant.name.clone()).or_default().push(m),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break 'reps;
+                }
+            }
+        }
+    }
+    let interrupted = *cancel.borrow();
+
+    if let Some(db) = databases {
+        db.cleanup().await;
+    }
+
+    let summary = Summary {
+        schema_version: results::SCHEMA_VERSION,
+        scenario: scenario.name.clone(),
+        load_model: scenario.load.model,
+        partial: interrupted,
+        repeat,
+        started_at: started_at.clone(),
+        finished_at: now_rfc3339(),
+        variants: variants
+            .iter()
+            .filter_map(|v| {
+                let reps = measured.remove(&v.name)?;
+                Some(VariantSummary {
+                    name: v.name.clone(),
+                    target_kind: v.target.kind().to_string(),
+                    knobs: v.knobs.clone(),
+                    load_model: scenario.load.model,
+                    latency_origin: latency_origin(scenario.load.model).to_string(),
+                    figures: results::aggregate(&reps),
+                    repetitions: reps,
+                })
+            })
+            .collect(),
+    };
+    write_json(&out_dir.join("summary.json"), &summary)?;
+    info.finished_at = Some(summary.finished_at.clone());
+    info.partial = interrupted || failure.is_some();
+    write_json(&run_json, &info)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(RunReport {
+        out_dir,
+        summary,
+        interrupted,
+    })
+}
+
+/// One load phase: one variant, one repetition.
+struct Phase<'a> {
+    scenario: &'a Scenario,
+    variant: &'a VariantSpec,
+    repetition: u32,
+    repeat: u32,
+    out_dir: &'a Path,
+    dir_rel: &'a str,
+    target_env: &'a TargetEnv,
+    databases: Option<&'a Databases>,
+    nonce: &'a str,
+    quiet: bool,
+}
+
+impl Phase<'_> {
+    async fn run(
+        &self,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<Option<Measurement>, RunError> {
+        let dir = self.out_dir.join(self.dir_rel);
+        std::fs::create_dir_all(&dir).map_err(|source| RunError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let copy = match (self.databases, self.variant.target.needs_database()) {
+            (Some(db), true) => {
+                let name = copy_name(self.nonce, &self.variant.name, self.repetition);
+                let url = db.fresh_copy(&name).await?;
+                Some((db, name, url))
+            }
+            _ => None,
+        };
+        let log_path = dir.join("target.log");
+        let started = tokio::select! {
+            started = target::start(
+                &self.variant.target,
+                &self.variant.knobs,
+                copy.as_ref().map(|(_, _, url)| url.as_str()),
+                self.target_env,
+                &log_path,
+            ) => Some(started),
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        let result = match started {
+            None => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(running)) => {
+                let measured = self.measure(&running, &dir, cancel.clone()).await;
+                running.stop().await;
+                measured.map(Some)
+            }
+        };
+        if let Some((db, name, _)) = copy {
+            db.drop_copy(&name).await;
+        }
+        result
+    }
+
+    async fn measure(
+        &self,
+        running: &target::RunningTarget,
+        dir: &Path,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Measurement, RunError> {
+        let scenario = self.scenario;
+        let plan = schedule_plan(scenario);
+        let names: Vec<String> = scenario.requests.iter().map(|r| r.name.clone()).collect();
+        let (collector, sink) = Collector::start(names, Instant::now());
+        let (sampler_stop, sampler_stop_rx) = watch::channel(false);
+        let csv_path = dir.join("resources.csv");
+        let watched = Watched {
+            target_pid: running.pid,
+            postgres_pid: self
+                .databases
+                .filter(|_| self.variant.target.needs_database())
+                .and_then(Databases::postmaster_pid),
+        };
+        let sampler_csv = csv_path.clone();
+        let sampler_task =
+            tokio::spawn(async move { sampler::run(watched, &sampler_csv, sampler_stop_rx).await });
+        let label = if self.repeat > 1 {
+            format!("{} #{}", self.variant.name, self.repetition)
+        } else {
+            self.variant.name.clone()
+        };
+        let progress =
+            output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
+        let load = LoadPlan {
+            model: scenario.load.model,
+            users: scenario.load.users,
+            schedule: plan.clone(),
+            think_time: scenario.load.think_time,
+            request_timeout: scenario.load.request_timeout,
+            seed: scenario.data.seed ^ u64::from(self.repetition),
+            requests: Arc::new(scenario.requests.clone()),
+            templates: Arc::new(SharedTemplateState {
+                users: scenario.data.users,
+                posts: scenario.data.posts,
+                run_nonce: format!("{}{}", self.nonce, self.repetition),
+                seq: AtomicU64::new(1),
+            }),
+        };
+        let outcome = engine::run(load, &running.base_url, sink, cancel, None).await;
+        let recording = tokio::task::spawn_blocking(move || collector.finish())
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("the collector thread panicked");
+                crate::recorder::Collector::start(Vec::new(), Instant::now())
+                    .0
+                    .finish()
+            });
+        let _ = sampler_stop.send(true);
+        let resources = match sampler_task.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!("resource sampling failed: {e}");
+                ResourceSummary::default()
+            }
+            Err(_) => ResourceSummary::default(),
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                progress.finish("failed");
+                return Err(e.into());
+            }
+        };
+
+        let started_wall = SystemTime::now()
+            .checked_sub(outcome.started_at.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let hlog_path = dir.join("latency.hlog");
+        let comment = format!(
+            "apibench {} variant {} ({} model; latency from the {} time)",
+            scenario.name,
+            self.variant.name,
+            scenario.load.model,
+            latency_origin(scenario.load.model)
+        );
+        let mut hlog = Vec::new();
+        recording
+            .write_hlog(&mut hlog, started_wall, &comment)
+            .and_then(|()| std::fs::write(&hlog_path, &hlog))
+            .map_err(|source| RunError::Write {
+                path: hlog_path.clone(),
+                source,
+            })?;
+
+        let files = MeasurementFiles {
+            latency_hlog: format!("{}/latency.hlog", self.dir_rel),
+            resources_csv: format!("{}/resources.csv", self.dir_rel),
+            target_log: running
+                .log_path
+                .as_ref()
+                .map(|_| format!("{}/target.log", self.dir_rel)),
+        };
+        let measurement = build_measurement(
+            &recording,
+            &plan,
+            scenario.load.model,
+            &resources,
+            outcome.cancelled,
+            files,
+        );
+        progress.finish(&format!(
+            "{:.1} req/s, p99 {} {}",
+            measurement.throughput_rps,
+            output::format_us(measurement.latency_us.p99),
+            if measurement.valid {
+                "valid"
+            } else {
+                "INVALID"
+            }
+        ));
+        Ok(measurement)
+    }
+}
+
+/// Turns a recording into the summary figures and applies the generator's self-check.
+pub fn build_measurement(
+    recording: &Recording,
+    plan: &SchedulePlan,
+    model: LoadModel,
+    resources: &ResourceSummary,
+    partial: bool,
+    files: MeasurementFiles,
+) -> Measurement {
+    let warmup_us = u64::try_from(plan.warmup().as_micros()).unwrap_or(0);
+    let planned_us =
+        u64::try_from(plan.end_offset().saturating_sub(plan.warmup()).as_micros()).unwrap_or(0);
+    let window = |last_us: Option<u64>| {
+        let actual = last_us.map_or(0, |l| l.saturating_sub(warmup_us));
+        let us = if partial {
+            actual
+        } else {
+            actual.max(planned_us)
+        };
+        us as f64 / 1e6
+    };
+    let send_secs = window(recording.last_measured_send_us);
+    let completion_secs = window(recording.last_measured_completion_us);
+    let per_sec = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let target_rate_per_sec = match model {
+        LoadModel::Open => Some(plan.measured_rate_per_sec()),
+        LoadModel::Closed => None,
+    };
+    let achieved_send_rate_per_sec = per_sec(recording.sends, send_secs);
+    let verdict = verdict::judge(&Evidence {
+        // A partial run never reached its schedule's end: judge lateness, not the rate.
+        target_rate_per_sec: if partial { None } else { target_rate_per_sec },
+        achieved_send_rate_per_sec,
+        sends: recording.sends,
+        generator_late_sends: recording.generator_late_sends,
+        backlogged_sends: recording.backlogged_sends,
+        requests: recording.requests,
+        errors: recording.errors,
+    });
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Measurement {
+        valid: verdict.valid,
+        invalid_reason: verdict.invalid_reason,
+        partial,
+        saturated: verdict.saturated,
+        target_rate_per_sec: target_rate_per_sec.map(round2),
+        throughput_rps: round2(per_sec(recording.requests, completion_secs)),
+        achieved_send_rate_per_sec: round2(achieved_send_rate_per_sec),
+        measured_duration_ms: (completion_secs * 1000.0).round() as u64,
+        warmup_ms: warmup_us / 1000,
+        requests: recording.requests,
+        errors: recording.errors,
+        timeouts: recording.timeouts,
+        error_rate: if recording.requests > 0 {
+            recording.errors as f64 / recording.requests as f64
+        } else {
+            0.0
+        },
+        status_counts: recording
+            .status_counts
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect(),
+        latency_us: Percentiles::of(&recording.latency),
+        ttfb_us: Percentiles::of(&recording.ttfb),
+        requests_by_name: recording
+            .by_request
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RequestSummary {
+                        requests: r.requests,
+                        errors: r.errors,
+                        latency_us: Percentiles::of(&r.latency),
+                        ttfb_us: Percentiles::of(&r.ttfb),
+                    },
+                )
+            })
+            .collect(),
+        target_rss_peak_bytes: resources.target_rss_peak_bytes,
+        target_cpu_mean_percent: resources.target_cpu_mean_percent.map(round2),
+        postgres_rss_peak_bytes: resources.postgres_rss_peak_bytes,
+        postgres_cpu_mean_percent: resources.postgres_cpu_mean_percent.map(round2),
+        generator_rss_peak_bytes: resources.generator_rss_peak_bytes,
+        generator_cpu_mean_percent: resources.generator_cpu_mean_percent.map(round2),
+        generator_late_sends: recording.generator_late_sends,
+        generator_late_share: if recording.sends > 0 {
+            recording.generator_late_sends as f64 / recording.sends as f64
+        } else {
+            0.0
+        },
+        backlogged_sends: recording.backlogged_sends,
+        sends: recording.sends,
+        files,
+    }
+}

@@ -1,0 +1,793 @@
+//! Scenario files (TOML): parsed with spans, validated once, and turned into a [`Scenario`] the
+//! runner can execute without further checks. Every error names `file:line:column` and the field
+//! (`smoke.toml:14:1: load.rate_per_sec: must be > 0`).
+//!
+//! This module never touches the network, a database or a process: it only reads one file.
+
+use crate::knobs::{self, Knobs};
+use crate::schedule::Stage;
+use crate::template::Template;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A scenario that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {field}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// Open (arrival rate) or closed (users + think time) load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadModel {
+    Open,
+    Closed,
+}
+
+impl std::fmt::Display for LoadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoadModel::Open => "open",
+            LoadModel::Closed => "closed",
+        })
+    }
+}
+
+/// The load of every variant.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub model: LoadModel,
+    /// Goose users: concurrent connections.
+    pub users: usize,
+    /// Measured but excluded from the results; run at the first stage's rate.
+    pub warmup: Duration,
+    /// Open model: the measured stages (one when the scenario gives `rate_per_sec` + `duration`).
+    pub stages: Vec<Stage>,
+    /// Measured duration (sum of stages for the open model).
+    pub duration: Duration,
+    /// Closed model: pause between a user's requests.
+    pub think_time: Duration,
+    /// A request still unanswered after this counts as an error.
+    pub request_timeout: Duration,
+}
+
+/// What a variant runs against.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetSpec {
+    /// The reference API, started by apibench.
+    Api,
+    /// The Node.js baseline (baselines/node), started by apibench.
+    Node,
+    /// An already-running server; no database, no process management.
+    Url { url: String },
+}
+
+impl TargetSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetSpec::Api => "api",
+            TargetSpec::Node => "node",
+            TargetSpec::Url { .. } => "url",
+        }
+    }
+    /// Whether apibench must provide a database for this target.
+    pub fn needs_database(&self) -> bool {
+        !matches!(self, TargetSpec::Url { .. })
+    }
+}
+
+/// One kind of request of the mix.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub name: String,
+    pub method: String,
+    pub path: Template,
+    pub body: Option<Template>,
+    /// The templates as written, for run.json.
+    pub path_source: String,
+    pub body_source: Option<String>,
+    /// `None`: any 2xx succeeds.
+    pub expect_status: Option<u16>,
+    pub weight: u32,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A named configuration of the target.
+#[derive(Debug, Clone)]
+pub struct VariantSpec {
+    pub name: String,
+    pub knobs: Knobs,
+    pub target: TargetSpec,
+}
+
+/// The seed data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataSpec {
+    pub users: u64,
+    pub posts: u64,
+    pub seed: u64,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub path: PathBuf,
+    /// sha256 of the file's bytes, hex.
+    pub sha256: String,
+    pub data: DataSpec,
+    pub load: LoadSpec,
+    pub requests: Vec<RequestSpec>,
+    pub variants: Vec<VariantSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    data: Option<RawData>,
+    load: Spanned<RawLoad>,
+    #[serde(default)]
+    target: Option<Spanned<RawTarget>>,
+    #[serde(default)]
+    requests: Vec<Spanned<RawRequest>>,
+    #[serde(default)]
+    variants: Vec<Spanned<RawVariant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    users: Option<Spanned<i64>>,
+    posts: Option<Spanned<i64>>,
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    model: Option<Spanned<String>>,
+    rate_per_sec: Option<Spanned<f64>>,
+    users: Option<Spanned<i64>>,
+    duration: Option<Spanned<String>>,
+    warmup: Option<Spanned<String>>,
+    think_time: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    rate_per_sec: Spanned<f64>,
+    duration: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    name: Spanned<String>,
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    body: Option<Spanned<String>>,
+    expect_status: Option<Spanned<i64>>,
+    weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: Spanned<String>,
+    #[serde(default)]
+    knobs: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    target: Option<Spanned<RawTarget>>,
+}
+
+/// Default seed data when a scenario has no `[data]`.
+pub const DEFAULT_DATA: DataSpec = DataSpec {
+    users: 1_000,
+    posts: 5_000,
+    seed: 42,
+};
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses scenario text; `path` names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+    let cx = Cx {
+        text,
+        file: path.display().to_string(),
+    };
+    let raw: RawScenario = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let field = cx.field_at(&span);
+        cx.err(&span, &field, e.message().trim())
+    })?;
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+
+    let name = raw.name.get_ref().trim().to_string();
+    check_name(&cx, &raw.name, "name")?;
+
+    let data = match &raw.data {
+        None => DEFAULT_DATA,
+        Some(d) => DataSpec {
+            users: positive(&cx, d.users.as_ref(), "data.users", DEFAULT_DATA.users)?,
+            posts: positive(&cx, d.posts.as_ref(), "data.posts", DEFAULT_DATA.posts)?,
+            seed: d.seed.unwrap_or(DEFAULT_DATA.seed),
+        },
+    };
+
+    let load = parse_load(&cx, &raw.load)?;
+
+    if raw.requests.is_empty() {
+        return Err(cx.err(&(0..0), "requests", "at least one [[requests]] is required"));
+    }
+    let mut requests = Vec::new();
+    let mut request_names = BTreeSet::new();
+    for raw_request in &raw.requests {
+        let request = parse_request(&cx, raw_request, &data)?;
+        if !request_names.insert(request.name.clone()) {
+            return Err(cx.err(
+                &raw_request.get_ref().name.span(),
+                "requests.name",
+                &format!("duplicate request name `{}`", request.name),
+            ));
+        }
+        requests.push(request);
+    }
+
+    let default_target = match &raw.target {
+        Some(t) => parse_target(&cx, t, "target")?,
+        None => TargetSpec::Api,
+    };
+    let mut variants = Vec::new();
+    let mut variant_names = BTreeSet::new();
+    for raw_variant in &raw.variants {
+        let v = raw_variant.get_ref();
+        check_name(&cx, &v.name, "variants.name")?;
+        let name = v.name.get_ref().trim().to_string();
+        if !variant_names.insert(name.clone()) {
+            return Err(cx.err(
+                &v.name.span(),
+                "variants.name",
+                &format!("duplicate variant name `{name}`"),
+            ));
+        }
+        let target = match &v.target {
+            Some(t) => parse_target(&cx, t, "variants.target")?,
+            None => default_target.clone(),
+        };
+        let mut knobs = Knobs::new();
+        for (key, value) in &v.knobs {
+            let rendered = knobs::validate_knob(key.get_ref(), value.get_ref()).map_err(|m| {
+                cx.err(
+                    &key.span(),
+                    &format!("variants.knobs.{}", key.get_ref()),
+                    &m,
+                )
+            })?;
+            knobs.insert(key.get_ref().clone(), rendered);
+        }
+        if !knobs.is_empty() && !target.needs_database() {
+            return Err(cx.err(
+                &raw_variant.span(),
+                "variants.knobs",
+                &format!(
+                    "variant `{name}` sets knobs but its target is kind = \"url\", which apibench does not start and cannot configure"
+                ),
+            ));
+        }
+        variants.push(VariantSpec {
+            name,
+            knobs,
+            target,
+        });
+    }
+    if variants.is_empty() {
+        variants.push(VariantSpec {
+            name: "default".into(),
+            knobs: Knobs::new(),
+            target: default_target,
+        });
+    }
+
+    Ok(Scenario {
+        name,
+        description: raw.description.unwrap_or_default(),
+        path: path.to_path_buf(),
+        sha256,
+        data,
+        load,
+        requests,
+        variants,
+    })
+}
+
+/// Parses a duration: `"20s"`, `"1m30s"`, `"500ms"`, `"2h"`, sums of integer parts.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let bad = || format!("`{text}` is not a duration; write e.g. \"20s\", \"1m30s\", \"500ms\"");
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        let factor_ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = number
+            .checked_mul(factor_ms)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(bad)?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    file: String,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: &Range<usize>, field: &str, message: &str) -> ScenarioError {
+        let (line, column) = line_col(self.text, span.start);
+        ScenarioError::Invalid {
+            file: self.file.clone(),
+            line,
+            column,
+            field: if field.is_empty() {
+                "(file)".into()
+            } else {
+                field.into()
+            },
+            message: message.into(),
+        }
+    }
+
+    /// Best effort name of the key at or just before `span` (for toml's own errors).
+    fn field_at(&self, span: &Range<usize>) -> String {
+        let start = span.start.min(self.text.len());
+        let end = span.end.min(self.text.len()).max(start);
+        let at = self.text.get(start..end).unwrap_or("");
+        let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+        if !at.is_empty() && at.chars().all(is_key) {
+            return at.to_string();
+        }
+        let before = self.text.get(..start).unwrap_or("").trim_end();
+        if let Some(before_eq) = before.strip_suffix('=') {
+            let key: String = before_eq
+                .trim_end()
+                .chars()
+                .rev()
+                .take_while(|c| is_key(*c))
+                .collect();
+            return key.chars().rev().collect();
+        }
+        String::new()
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn check_name(cx: &Cx, name: &Spanned<String>, field: &str) -> Result<(), ScenarioError> {
+    let n = name.get_ref().trim();
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !n.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(cx.err(
+            &name.span(),
+            field,
+            &format!("`{n}` must be 1..=64 characters of A-Z a-z 0-9 - _ . (it names a directory)"),
+        ))
+    }
+}
+
+fn positive(
+    cx: &Cx,
+    value: Option<&Spanned<i64>>,
+    field: &str,
+    default: u64,
+) -> Result<u64, ScenarioError> {
+    match value {
+        None => Ok(default),
+        Some(v) => u64::try_from(*v.get_ref())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| cx.err(&v.span(), field, "must be a positive integer")),
+    }
+}
+
+fn duration_field(
+    cx: &Cx,
+    value: &Spanned<String>,
+    field: &str,
+) -> Result<Duration, ScenarioError> {
+    parse_duration(value.get_ref()).map_err(|m| cx.err(&value.span(), field, &m))
+}
+
+fn rate_field(cx: &Cx, value: &Spanned<f64>, field: &str) -> Result<f64, ScenarioError> {
+    let rate = *value.get_ref();
+    if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(cx.err(
+            &value.span(),
+            field,
+            &format!("must be > 0 and <= 1000000 requests per second, got {rate}"),
+        ))
+    }
+}
+
+fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError> {
+    let load = raw.get_ref();
+    let model = match &load.model {
+        None => LoadModel::Open,
+        Some(m) => match m.get_ref().as_str() {
+            "open" => LoadModel::Open,
+            "closed" => LoadModel::Closed,
+            other => {
+                return Err(cx.err(
+                    &m.span(),
+                    "load.model",
+                    &format!("`{other}` is not a load model; use \"open\" (a rate) or \"closed\" (users + think_time)"),
+                ));
+            }
+        },
+    };
+    let users = match &load.users {
+        None => 32,
+        Some(u) => usize::try_from(*u.get_ref())
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| cx.err(&u.span(), "load.users", "must be 1..=10000"))?,
+    };
+    let warmup = match &load.warmup {
+        None => Duration::ZERO,
+        Some(w) => duration_field(cx, w, "load.warmup")?,
+    };
+    let request_timeout = match &load.timeout {
+        None => Duration::from_secs(10),
+        Some(t) => duration_field(cx, t, "load.timeout")?,
+    };
+    if request_timeout.is_zero() {
+        return Err(cx.err(
+            &load.timeout.as_ref().map_or(raw.span(), |t| t.span()),
+            "load.timeout",
+            "must be > 0",
+        ));
+    }
+    let duration = match &load.duration {
+        None => None,
+        Some(d) => {
+            let parsed = duration_field(cx, d, "load.duration")?;
+            if parsed.is_zero() {
+                return Err(cx.err(&d.span(), "load.duration", "must be > 0"));
+            }
+            Some(parsed)
+        }
+    };
+    match model {
+        LoadModel::Open => {
+            if let Some(t) = &load.think_time {
+                return Err(cx.err(
+                    &t.span(),
+                    "load.think_time",
+                    "think_time belongs to the closed model; the open model sends on a schedule",
+                ));
+            }
+            let stages = if let Some(stages) = &load.stages {
+                if let Some(r) = &load.rate_per_sec {
+                    return Err(cx.err(
+                        &r.span(),
+                        "load.rate_per_sec",
+                        "[[load.stages]] replace rate_per_sec and duration; remove one of them",
+                    ));
+                }
+                if let Some(d) = &load.duration {
+                    return Err(cx.err(
+                        &d.span(),
+                        "load.duration",
+                        "[[load.stages]] replace rate_per_sec and duration; remove one of them",
+                    ));
+                }
+                if stages.get_ref().is_empty() {
+                    return Err(cx.err(&stages.span(), "load.stages", "must not be empty"));
+                }
+                let mut out = Vec::new();
+                for stage in stages.get_ref() {
+                    let s = stage.get_ref();
+                    let duration = duration_field(cx, &s.duration, "load.stages.duration")?;
+                    if duration.is_zero() {
+                        return Err(cx.err(
+                            &s.duration.span(),
+                            "load.stages.duration",
+                            "must be > 0",
+                        ));
+                    }
+                    out.push(Stage {
+                        rate_per_sec: rate_field(cx, &s.rate_per_sec, "load.stages.rate_per_sec")?,
+                        duration,
+                    });
+                }
+                out
+            } else {
+                let Some(rate) = &load.rate_per_sec else {
+                    return Err(cx.err(
+                        &raw.span(),
+                        "load.rate_per_sec",
+                        "the open model needs rate_per_sec (or [[load.stages]])",
+                    ));
+                };
+                let Some(duration) = duration else {
+                    return Err(cx.err(
+                        &raw.span(),
+                        "load.duration",
+                        "missing; e.g. duration = \"20s\"",
+                    ));
+                };
+                vec![Stage {
+                    rate_per_sec: rate_field(cx, rate, "load.rate_per_sec")?,
+                    duration,
+                }]
+            };
+            let duration = stages.iter().map(|s| s.duration).sum();
+            Ok(LoadSpec {
+                model,
+                users,
+                warmup,
+                stages,
+                duration,
+                think_time: Duration::ZERO,
+                request_timeout,
+            })
+        }
+        LoadModel::Closed => {
+            if let Some(r) = &load.rate_per_sec {
+                return Err(cx.err(
+                    &r.span(),
+                    "load.rate_per_sec",
+                    "the closed model has no rate: users send back to back with think_time between",
+                ));
+            }
+            if let Some(s) = &load.stages {
+                return Err(cx.err(&s.span(), "load.stages", "stages belong to the open model"));
+            }
+            let Some(duration) = duration else {
+                return Err(cx.err(
+                    &raw.span(),
+                    "load.duration",
+                    "missing; e.g. duration = \"20s\"",
+                ));
+            };
+            let think_time = match &load.think_time {
+                None => Duration::ZERO,
+                Some(t) => duration_field(cx, t, "load.think_time")?,
+            };
+            Ok(LoadSpec {
+                model,
+                users,
+                warmup,
+                stages: Vec::new(),
+                duration,
+                think_time,
+                request_timeout,
+            })
+        }
+    }
+}
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn template_field(
+    cx: &Cx,
+    value: &Spanned<String>,
+    field: &str,
+    data: &DataSpec,
+) -> Result<Template, ScenarioError> {
+    // Point into the string when its source is a plain one-line literal, else at the value.
+    let span = value.span();
+    let source = cx.text.get(span.clone()).unwrap_or("");
+    let inner_offset = |offset: usize| {
+        let quoted_plain = (source.starts_with('"') && !source.contains('\\'))
+            || (source.starts_with('\'') && !source.starts_with("'''"));
+        if quoted_plain {
+            span.start + 1 + offset
+        } else {
+            span.start
+        }
+    };
+    let template = Template::compile(value.get_ref()).map_err(|e| {
+        let at = inner_offset(e.offset);
+        cx.err(&(at..at), field, &e.message)
+    })?;
+    if template.max_ids() > data.users {
+        return Err(cx.err(
+            &span,
+            field,
+            &format!(
+                "{{{{ids:{}}}}} asks for more distinct ids than data.users = {}",
+                template.max_ids(),
+                data.users
+            ),
+        ));
+    }
+    Ok(template)
+}
+
+fn parse_request(
+    cx: &Cx,
+    raw: &Spanned<RawRequest>,
+    data: &DataSpec,
+) -> Result<RequestSpec, ScenarioError> {
+    let r = raw.get_ref();
+    check_name(cx, &r.name, "requests.name")?;
+    let method = match &r.method {
+        None => "GET".to_string(),
+        Some(m) => {
+            let upper = m.get_ref().trim().to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                return Err(cx.err(
+                    &m.span(),
+                    "requests.method",
+                    &format!("`{}` is not one of {}", m.get_ref(), METHODS.join(", ")),
+                ));
+            }
+            upper
+        }
+    };
+    if !r.path.get_ref().starts_with('/') {
+        return Err(cx.err(&r.path.span(), "requests.path", "must start with `/`"));
+    }
+    let path = template_field(cx, &r.path, "requests.path", data)?;
+    let body = match &r.body {
+        None => None,
+        Some(b) => Some(template_field(cx, b, "requests.body", data)?),
+    };
+    let expect_status = match &r.expect_status {
+        None => None,
+        Some(s) => Some(
+            u16::try_from(*s.get_ref())
+                .ok()
+                .filter(|code| (100..=599).contains(code))
+                .ok_or_else(|| {
+                    cx.err(
+                        &s.span(),
+                        "requests.expect_status",
+                        "must be an HTTP status 100..=599",
+                    )
+                })?,
+        ),
+    };
+    let weight = match &r.weight {
+        None => 1,
+        Some(w) => u32::try_from(*w.get_ref())
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| cx.err(&w.span(), "requests.weight", "must be 1..=1000000"))?,
+    };
+    Ok(RequestSpec {
+        name: r.name.get_ref().trim().to_string(),
+        method,
+        path,
+        body,
+        path_source: r.path.get_ref().clone(),
+        body_source: r.body.as_ref().map(|b| b.get_ref().clone()),
+        expect_status,
+        weight,
+        headers: r.headers.clone(),
+    })
+}
+
+fn parse_target(
+    cx: &Cx,
+    raw: &Spanned<RawTarget>,
+    field: &str,
+) -> Result<TargetSpec, ScenarioError> {
+    let t = raw.get_ref();
+    let target = match t.kind.get_ref().as_str() {
+        "api" => TargetSpec::Api,
+        "node" => TargetSpec::Node,
+        "url" => {
+            let Some(url) = &t.url else {
+                return Err(cx.err(
+                    &raw.span(),
+                    &format!("{field}.url"),
+                    "kind = \"url\" needs url = \"http://host:port\" (an already-running server)",
+                ));
+            };
+            let text = url.get_ref().trim().trim_end_matches('/').to_string();
+            match reqwest::Url::parse(&text) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+                _ => {
+                    return Err(cx.err(
+                        &url.span(),
+                        &format!("{field}.url"),
+                        &format!("`{text}` is not an http(s) URL"),
+                    ));
+                }
+            }
+            return Ok(TargetSpec::Url { url: text });
+        }
+        other => {
+            return Err(cx.err(
+                &t.kind.span(),
+                &format!("{field}.kind"),
+                &format!("`{other}` is not a target kind; use \"api\", \"node\" or \"url\""),
+            ));
+        }
+    };
+    if let Some(url) = &t.url {
+        return Err(cx.err(
+            &url.span(),
+            &format!("{field}.url"),
+            "url is only for kind = \"url\"; apibench starts api and node targets itself",
+        ));
+    }
+    Ok(target)
+}

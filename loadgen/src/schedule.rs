@@ -1,0 +1,331 @@
+//! The open model's shared schedule: request `i` is due at `start + i / rate` (piecewise over
+//! stages). Users take the next slot from one atomic counter, sleep until it is due and send;
+//! latency counts from the *due* time, so a request that waited behind a stalled server carries
+//! that wait (wrk2's rule against coordinated omission). When the generator falls behind, slots
+//! are already due when taken and go out at once: the schedule catches up rather than silently
+//! stretching.
+//!
+//! Everything except [`Schedule::take`] is pure arithmetic on offsets, tested without a clock.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A send is generator-late when it left more than this after the later of its due time and the
+/// moment its user became free.
+pub const LATE_THRESHOLD: Duration = Duration::from_millis(10);
+
+/// A constant rate for a while.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stage {
+    pub rate_per_sec: f64,
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+}
+
+/// Serde helper: a `Duration` as integer milliseconds.
+pub mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    start_offset_secs: f64,
+    first_slot: u64,
+    slots: u64,
+    rate_per_sec: f64,
+}
+
+/// The whole schedule of one load phase, as offsets from its start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulePlan {
+    segments: Vec<Segment>,
+    total_slots: u64,
+    warmup_slots: u64,
+    warmup: Duration,
+    end_offset: Duration,
+}
+
+impl SchedulePlan {
+    /// A warm-up at the first stage's rate, then the stages.
+    pub fn new(warmup: Duration, stages: &[Stage]) -> SchedulePlan {
+        let mut all = Vec::with_capacity(stages.len() + 1);
+        if let Some(first) = stages.first()
+            && !warmup.is_zero()
+        {
+            all.push(Stage {
+                rate_per_sec: first.rate_per_sec,
+                duration: warmup,
+            });
+        }
+        all.extend_from_slice(stages);
+        let mut segments = Vec::with_capacity(all.len());
+        let mut offset_secs = 0.0;
+        let mut first_slot = 0;
+        for stage in &all {
+            let secs = stage.duration.as_secs_f64();
+            // Rounded, so 500/s for 20 s is exactly 10 000 requests.
+            let slots = (stage.rate_per_sec * secs).round().max(0.0) as u64;
+            segments.push(Segment {
+                start_offset_secs: offset_secs,
+                first_slot,
+                slots,
+                rate_per_sec: stage.rate_per_sec,
+            });
+            offset_secs += secs;
+            first_slot += slots;
+        }
+        let warmup_slots = if warmup.is_zero() || stages.is_empty() {
+            0
+        } else {
+            segments.first().map_or(0, |s| s.slots)
+        };
+        SchedulePlan {
+            segments,
+            total_slots: first_slot,
+            warmup_slots,
+            warmup,
+            end_offset: Duration::from_secs_f64(offset_secs),
+        }
+    }
+
+    /// How many requests the schedule holds, warm-up included.
+    pub fn total_slots(&self) -> u64 {
+        self.total_slots
+    }
+
+    /// Requests due during the warm-up (the first `warmup_slots` slots).
+    pub fn warmup_slots(&self) -> u64 {
+        self.warmup_slots
+    }
+
+    pub fn warmup(&self) -> Duration {
+        self.warmup
+    }
+
+    /// When the last stage ends, from the start.
+    pub fn end_offset(&self) -> Duration {
+        self.end_offset
+    }
+
+    /// The mean target rate after the warm-up.
+    pub fn measured_rate_per_sec(&self) -> f64 {
+        let secs = self.end_offset.saturating_sub(self.warmup).as_secs_f64();
+        if secs > 0.0 {
+            (self.total_slots - self.warmup_slots) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// When slot `slot` is due, from the start; `None` past the end of the schedule.
+    pub fn offset_of(&self, slot: u64) -> Option<Duration> {
+        if slot >= self.total_slots {
+            return None;
+        }
+        // Few segments: a linear scan from the back beats a binary search.
+        let segment = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.first_slot <= slot && s.slots > 0)?;
+        let within = (slot - segment.first_slot) as f64 / segment.rate_per_sec;
+        Some(Duration::from_secs_f64(segment.start_offset_secs + within))
+    }
+
+    /// The target rate at `offset` (for the progress display).
+    pub fn rate_at(&self, offset: Duration) -> f64 {
+        let secs = offset.as_secs_f64();
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.start_offset_secs <= secs)
+            .map_or(0.0, |s| s.rate_per_sec)
+    }
+}
+
+/// What a user does with the slot it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Due in the future: sleep this long, then send.
+    Sleep(Duration),
+    /// Already due (catch-up): send now; it is this far behind its schedule.
+    SendNow { behind: Duration },
+}
+
+/// Pure: what to do with a slot due at `due` when the clock reads `now` (both offsets).
+pub fn wait_for(due: Duration, now: Duration) -> Wait {
+    if due > now {
+        Wait::Sleep(due - now)
+    } else {
+        Wait::SendNow { behind: now - due }
+    }
+}
+
+/// Pure: the generator's lateness rule. `free_at` is when the user finished its previous request:
+/// waiting for a busy user is the server's doing (a backlog), not the generator's.
+pub fn is_generator_late(due: Instant, user_free_at: Instant, sent_at: Instant) -> bool {
+    let intended = due.max(user_free_at);
+    sent_at.saturating_duration_since(intended) > LATE_THRESHOLD
+}
+
+/// Pure: the slot was already overdue when its user became free — every user was busy.
+pub fn is_backlogged(due: Instant, user_free_at: Instant) -> bool {
+    user_free_at.saturating_duration_since(due) > LATE_THRESHOLD
+}
+
+/// The schedule shared by all users of one load phase.
+#[derive(Debug)]
+pub struct Schedule {
+    plan: SchedulePlan,
+    next_slot: AtomicU64,
+    start: OnceLock<Instant>,
+}
+
+/// A slot a user took.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub index: u64,
+    pub due: Instant,
+    pub in_warmup: bool,
+}
+
+impl Schedule {
+    pub fn new(plan: SchedulePlan) -> Schedule {
+        Schedule {
+            plan,
+            next_slot: AtomicU64::new(0),
+            start: OnceLock::new(),
+        }
+    }
+
+    pub fn plan(&self) -> &SchedulePlan {
+        &self.plan
+    }
+
+    /// The schedule's start: fixed by the first call (the first user ready to send).
+    pub fn start(&self) -> Instant {
+        *self.start.get_or_init(Instant::now)
+    }
+
+    /// The start, if the schedule has started.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.start.get().copied()
+    }
+
+    /// Takes the next slot; `None` once the schedule is exhausted.
+    pub fn take(&self) -> Option<Slot> {
+        let start = self.start();
+        let index = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let offset = self.plan.offset_of(index)?;
+        Some(Slot {
+            index,
+            due: start + offset,
+            in_warmup: index < self.plan.warmup_slots,
+        })
+    }
+
+    /// Stops handing out slots (Ctrl-C).
+    pub fn exhaust(&self) {
+        self.next_slot.store(u64::MAX / 2, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(rate_per_sec: f64, secs: u64) -> Stage {
+        Stage {
+            rate_per_sec,
+            duration: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn constant_rate_slots_are_evenly_spaced() {
+        let plan = SchedulePlan::new(Duration::ZERO, &[stage(500.0, 20)]);
+        assert_eq!(plan.total_slots(), 10_000);
+        assert_eq!(plan.offset_of(0), Some(Duration::ZERO));
+        assert_eq!(plan.offset_of(1), Some(Duration::from_millis(2)));
+        assert_eq!(plan.offset_of(500), Some(Duration::from_secs(1)));
+        assert_eq!(
+            plan.offset_of(9_999),
+            Some(Duration::from_micros(19_998_000))
+        );
+        assert_eq!(plan.offset_of(10_000), None);
+        assert_eq!(plan.measured_rate_per_sec(), 500.0);
+    }
+
+    #[test]
+    fn stages_are_piecewise_and_warmup_runs_at_the_first_rate() {
+        let plan = SchedulePlan::new(
+            Duration::from_secs(2),
+            &[stage(100.0, 10), stage(1000.0, 5)],
+        );
+        assert_eq!(plan.warmup_slots(), 200);
+        assert_eq!(plan.total_slots(), 200 + 1_000 + 5_000);
+        // Warm-up: 100/s.
+        assert_eq!(plan.offset_of(199), Some(Duration::from_millis(1_990)));
+        // First measured stage starts at 2 s.
+        assert_eq!(plan.offset_of(200), Some(Duration::from_secs(2)));
+        // Second stage starts at 12 s and spaces requests 1 ms apart.
+        assert_eq!(plan.offset_of(1_200), Some(Duration::from_secs(12)));
+        assert_eq!(plan.offset_of(1_201), Some(Duration::from_millis(12_001)));
+        assert_eq!(plan.end_offset(), Duration::from_secs(17));
+        assert_eq!(plan.rate_at(Duration::from_secs(13)), 1000.0);
+        assert_eq!(plan.measured_rate_per_sec(), 6_000.0 / 15.0);
+    }
+
+    #[test]
+    fn overdue_slots_go_out_at_once_and_count_their_backlog() {
+        // A 500 ms stall at 100/s leaves 50 slots overdue; each is sent immediately and knows
+        // how far behind it is — that is what the latency from the schedule then includes.
+        let plan = SchedulePlan::new(Duration::ZERO, &[stage(100.0, 10)]);
+        let resume = Duration::from_millis(1_500);
+        let overdue: Vec<Wait> = (100..150)
+            .map(|slot| wait_for(plan.offset_of(slot).expect("in range"), resume))
+            .collect();
+        assert!(overdue.iter().all(|w| matches!(w, Wait::SendNow { .. })));
+        assert_eq!(
+            overdue[0],
+            Wait::SendNow {
+                behind: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            wait_for(plan.offset_of(151).expect("in range"), resume),
+            Wait::Sleep(Duration::from_millis(10))
+        );
+    }
+
+    #[test]
+    fn lateness_blames_the_generator_only_when_the_user_was_free() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // User free before the due time, sent 15 ms after it: generator-late.
+        assert!(is_generator_late(t0 + ms(100), t0, t0 + ms(115)));
+        // Sent 5 ms after due: fine.
+        assert!(!is_generator_late(t0 + ms(100), t0, t0 + ms(105)));
+        // The user was busy until 400 ms (slow server) and sent at 402 ms: not the generator's
+        // fault, but the slot was backlogged.
+        assert!(!is_generator_late(t0 + ms(100), t0 + ms(400), t0 + ms(402)));
+        assert!(is_backlogged(t0 + ms(100), t0 + ms(400)));
+        assert!(!is_backlogged(t0 + ms(100), t0 + ms(50)));
+    }
+
+    #[test]
+    fn exhausted_schedule_hands_out_nothing() {
+        let schedule = Schedule::new(SchedulePlan::new(Duration::ZERO, &[stage(10.0, 1)]));
+        assert_eq!(schedule.take().map(|s| s.index), Some(0));
+        schedule.exhaust();
+        assert!(schedule.take().is_none());
+    }
+}

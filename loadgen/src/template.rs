@@ -1,0 +1,288 @@
+//! Request templates: `/api/users/{{user_id}}` compiled once, at scenario parse time, into
+//! literal and placeholder segments, so that rendering on the hot path is a few appends and a
+//! draw from the user's own seeded RNG — no parsing, no lock, no shared RNG.
+//!
+//! Placeholders: `{{user_id}}` and `{{post_id}}` (uniform over the seeded rows), `{{ids:N}}`
+//! (N distinct user ids, comma-separated), `{{seq}}` (a run-wide counter), `{{uuid}}` (random v4),
+//! `{{unique_email}}` (an address no seeded row and no other request of the run uses).
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The placeholder names a template may use, for error messages.
+pub const PLACEHOLDERS: &[&str] = &["user_id", "post_id", "ids:N", "seq", "uuid", "unique_email"];
+
+/// Most ids one `{{ids:N}}` may ask for (the API's batch limit).
+pub const MAX_IDS: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    UserId,
+    PostId,
+    Ids(u64),
+    Seq,
+    Uuid,
+    UniqueEmail,
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+/// Why a template did not compile; `offset` is the byte offset in the template text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub offset: usize,
+    pub message: String,
+}
+
+impl Template {
+    /// Compiles `text`; every `{{…}}` must be a known placeholder.
+    pub fn compile(text: &str) -> Result<Template, TemplateError> {
+        let mut segments = Vec::new();
+        let mut rest = text;
+        let mut consumed = 0;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                segments.push(Segment::Literal(rest[..open].to_string()));
+            }
+            let after_open = &rest[open + 2..];
+            let Some(close) = after_open.find("}}") else {
+                return Err(TemplateError {
+                    offset: consumed + open,
+                    message: "`{{` without a closing `}}`".into(),
+                });
+            };
+            let name = after_open[..close].trim();
+            let segment = match name {
+                "user_id" => Segment::UserId,
+                "post_id" => Segment::PostId,
+                "seq" => Segment::Seq,
+                "uuid" => Segment::Uuid,
+                "unique_email" => Segment::UniqueEmail,
+                other => match other.strip_prefix("ids:").map(|n| n.trim().parse::<u64>()) {
+                    Some(Ok(n)) if (1..=MAX_IDS).contains(&n) => Segment::Ids(n),
+                    Some(_) => {
+                        return Err(TemplateError {
+                            offset: consumed + open,
+                            message: format!(
+                                "`{{{{{other}}}}}`: N in {{{{ids:N}}}} must be 1..={MAX_IDS}"
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(TemplateError {
+                            offset: consumed + open,
+                            message: format!(
+                                "unknown template `{{{{{other}}}}}`; known: {}",
+                                PLACEHOLDERS
+                                    .iter()
+                                    .map(|p| format!("{{{{{p}}}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                },
+            };
+            segments.push(segment);
+            let advance = open + 2 + close + 2;
+            consumed += advance;
+            rest = &rest[advance..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Literal(rest.to_string()));
+        }
+        Ok(Template { segments })
+    }
+
+    /// The largest `N` of any `{{ids:N}}` in the template, 0 if none.
+    pub fn max_ids(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Ids(n) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// True when the template has no placeholder (rendering is a copy).
+    pub fn is_literal(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    /// Renders into `out` (cleared first), drawing from the user's RNG.
+    pub fn render_into(&self, out: &mut String, ctx: &mut RenderContext) {
+        out.clear();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::UserId => {
+                    let id = ctx.rng.gen_range(1..=ctx.shared.users.max(1));
+                    let _ = write!(out, "{id}");
+                }
+                Segment::PostId => {
+                    let id = ctx.rng.gen_range(1..=ctx.shared.posts.max(1));
+                    let _ = write!(out, "{id}");
+                }
+                Segment::Ids(n) => {
+                    let population = ctx.shared.users.max(1);
+                    let amount = (*n).min(population);
+                    let picked = rand::seq::index::sample(
+                        &mut ctx.rng,
+                        usize::try_from(population).unwrap_or(usize::MAX),
+                        usize::try_from(amount).unwrap_or(1),
+                    );
+                    for (i, index) in picked.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{}", index + 1);
+                    }
+                }
+                Segment::Seq => {
+                    let seq = ctx.shared.seq.fetch_add(1, Ordering::Relaxed);
+                    let _ = write!(out, "{seq}");
+                }
+                Segment::Uuid => {
+                    let bits: u128 = ctx.rng.r#gen();
+                    // RFC 4122 version 4, variant 10.
+                    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+                    let hex = format!("{bits:032x}");
+                    let _ = write!(
+                        out,
+                        "{}-{}-{}-{}-{}",
+                        &hex[0..8],
+                        &hex[8..12],
+                        &hex[12..16],
+                        &hex[16..20],
+                        &hex[20..32]
+                    );
+                }
+                Segment::UniqueEmail => {
+                    let seq = ctx.shared.seq.fetch_add(1, Ordering::Relaxed);
+                    let _ = write!(out, "load-{}-{seq}@apibench.test", ctx.shared.run_nonce);
+                }
+            }
+        }
+    }
+}
+
+/// What all users of one load phase share: the seeded row counts and the run-wide counter.
+#[derive(Debug)]
+pub struct SharedTemplateState {
+    /// Seeded users: `{{user_id}}` draws from 1..=users.
+    pub users: u64,
+    /// Seeded posts: `{{post_id}}` draws from 1..=posts.
+    pub posts: u64,
+    /// Distinguishes this run's unique emails from any earlier run's against the same database.
+    pub run_nonce: String,
+    /// `{{seq}}` and `{{unique_email}}` counter.
+    pub seq: AtomicU64,
+}
+
+/// One user's rendering state: its own seeded RNG (deterministic per seed and user index).
+pub struct RenderContext {
+    pub rng: StdRng,
+    pub shared: Arc<SharedTemplateState>,
+}
+
+impl RenderContext {
+    /// A context for user `user_index` of a run seeded with `seed`.
+    pub fn new(seed: u64, user_index: u64, shared: Arc<SharedTemplateState>) -> RenderContext {
+        use rand::SeedableRng;
+        let mixed = seed ^ user_index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        RenderContext {
+            rng: StdRng::seed_from_u64(mixed),
+            shared,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(users: u64, posts: u64) -> RenderContext {
+        RenderContext::new(
+            7,
+            1,
+            Arc::new(SharedTemplateState {
+                users,
+                posts,
+                run_nonce: "abc".into(),
+                seq: AtomicU64::new(1),
+            }),
+        )
+    }
+
+    fn render(template: &str, ctx: &mut RenderContext) -> String {
+        let mut out = String::new();
+        Template::compile(template)
+            .expect("test template compiles")
+            .render_into(&mut out, ctx);
+        out
+    }
+
+    #[test]
+    fn placeholders_render_within_the_seeded_ranges() {
+        let mut ctx = context(10, 3);
+        for _ in 0..200 {
+            let id: u64 = render("{{user_id}}", &mut ctx).parse().expect("number");
+            assert!((1..=10).contains(&id));
+            let post: u64 = render("/p/{{post_id}}", &mut ctx)[3..]
+                .parse()
+                .expect("number");
+            assert!((1..=3).contains(&post));
+        }
+        let ids = render("{{ids:5}}", &mut ctx);
+        let mut parsed: Vec<u64> = ids.split(',').map(|s| s.parse().expect("id")).collect();
+        parsed.sort_unstable();
+        parsed.dedup();
+        assert_eq!(parsed.len(), 5, "ids are distinct: {ids}");
+        assert!(parsed.iter().all(|id| (1..=10).contains(id)));
+    }
+
+    #[test]
+    fn seq_and_unique_email_never_repeat_and_uuid_is_v4() {
+        let mut ctx = context(10, 10);
+        assert_eq!(render("n{{seq}}", &mut ctx), "n1");
+        assert_eq!(render("n{{seq}}", &mut ctx), "n2");
+        let a = render("{{unique_email}}", &mut ctx);
+        let b = render("{{unique_email}}", &mut ctx);
+        assert_ne!(a, b);
+        assert!(a.starts_with("load-abc-") && a.ends_with("@apibench.test"));
+        let uuid = render("{{uuid}}", &mut ctx);
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    #[test]
+    fn same_seed_same_sequence() {
+        let a = render("{{user_id}},{{user_id}},{{uuid}}", &mut context(1000, 1));
+        let b = render("{{user_id}},{{user_id}},{{uuid}}", &mut context(1000, 1));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn unknown_and_unclosed_placeholders_are_rejected_with_offsets() {
+        let err = Template::compile("/api/{{foo}}").unwrap_err();
+        assert_eq!(err.offset, 5);
+        assert!(err.message.contains("unknown template `{{foo}}`"));
+        assert!(Template::compile("/api/{{user_id").is_err());
+        assert!(Template::compile("{{ids:0}}").is_err());
+        assert!(Template::compile("{{ids:1001}}").is_err());
+        assert!(Template::compile("/plain").expect("literal").is_literal());
+    }
+}

@@ -1,0 +1,45 @@
+//! Shared helpers for the integration tests: tiny in-process HTTP servers and scenario files.
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Serves `app` on a loopback port in the current runtime; returns its base URL.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr: SocketAddr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// 200 "ok" on every path.
+pub fn hello() -> Router {
+    Router::new().fallback(get(|| async { "ok" }))
+}
+
+/// Freezes for the last `stall` of every `period`: a request arriving then waits until the
+/// stall ends, like a server stuck in a GC pause or on a lock.
+pub fn stalling(period: Duration, stall: Duration) -> Router {
+    let epoch = Instant::now();
+    Router::new().fallback(get(move || async move {
+        let phase = Duration::from_nanos((epoch.elapsed().as_nanos() % period.as_nanos()) as u64);
+        if phase >= period - stall {
+            tokio::time::sleep(period - phase).await;
+        }
+        "ok"
+    }))
+}
+
+/// Writes `text` as `name` in `dir`.
+pub fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}

@@ -1,0 +1,147 @@
+//! Real load phases against in-process servers on loopback (no database: `url` targets).
+//! Goose keeps process-wide state, so the phases of this file run one after another in a single
+//! test; each is a few seconds long.
+
+mod common;
+
+use loadgen::recorder::read_hlog;
+use loadgen::results::{RunInfo, Summary};
+use loadgen::{RunOptions, run};
+use std::time::Duration;
+use tokio::sync::watch;
+
+async fn run_scenario(dir: &std::path::Path, name: &str, text: &str) -> Summary {
+    let path = common::write_scenario(dir, &format!("{name}.toml"), text);
+    let out = dir.join(name);
+    let (_cancel_tx, cancel_rx) = watch::channel(false);
+    let report = run(
+        RunOptions {
+            scenario: path,
+            out: Some(out.clone()),
+            repeat: 1,
+            quiet: true,
+            ..RunOptions::default()
+        },
+        cancel_rx,
+    )
+    .await
+    .expect("run succeeds");
+    assert!(!report.interrupted);
+    report.summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_shows_a_stall_that_closed_model_hides_and_url_runs_need_no_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // 1. A url target: no database, every result file written.
+    let hello = common::serve(common::hello()).await;
+    let summary = run_scenario(
+        dir.path(),
+        "hello",
+        &format!(
+            r#"name = "hello"
+[load]
+rate_per_sec = 100
+users = 4
+duration = "2s"
+warmup = "500ms"
+[target]
+kind = "url"
+url = "{hello}"
+[[requests]]
+name = "root"
+path = "/"
+[[requests]]
+name = "user"
+path = "/api/users/{{{{user_id}}}}"
+weight = 3
+"#
+        ),
+    )
+    .await;
+    let out = dir.path().join("hello");
+    let run_info: RunInfo =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).expect("run.json"))
+            .expect("run.json parses");
+    assert!(
+        run_info.postgres.is_none(),
+        "a url run provisions no database"
+    );
+    assert_eq!(run_info.scenario.sha256.len(), 64);
+    let variant = &summary.variants[0];
+    assert_eq!(variant.name, "default");
+    assert_eq!(
+        variant.figures.requests, 200,
+        "2 s at 100/s after the warm-up"
+    );
+    assert_eq!(variant.figures.errors, 0);
+    assert!(variant.figures.target_rss_peak_bytes.is_none());
+    assert_eq!(variant.figures.requests_by_name.len(), 2);
+    let hlog = std::fs::read(out.join("default/latency.hlog")).expect("latency.hlog");
+    let intervals = read_hlog(&hlog).expect("hlog reads back");
+    let logged: u64 = intervals
+        .iter()
+        .filter(|i| i.tag.is_none())
+        .map(|i| i.histogram.len())
+        .sum();
+    assert_eq!(
+        logged, 250,
+        "every request, warm-up included, is in the interval log"
+    );
+    let csv = std::fs::read_to_string(out.join("default/resources.csv")).expect("resources.csv");
+    assert!(csv.starts_with("elapsed_ms,target_rss_bytes,"));
+    let summary_back: Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
+            .expect("summary.json parses");
+    assert_eq!(summary_back, summary);
+
+    // 2. A server that freezes for 0.5 s every 2 s: the open model's latency counts the
+    //    backlog of requests that were due during the freeze...
+    let stalling = common::serve(common::stalling(
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    ))
+    .await;
+    let base = format!(
+        r#"name = "stall"
+[target]
+kind = "url"
+url = "{stalling}"
+[[requests]]
+name = "root"
+path = "/"
+"#
+    );
+    let open = run_scenario(
+        dir.path(),
+        "open",
+        &format!(
+            "{base}[load]\nmodel = \"open\"\nrate_per_sec = 200\nusers = 8\nduration = \"4s\"\n"
+        ),
+    )
+    .await;
+    let open_p99 = open.variants[0].figures.latency_us.p99;
+    assert!(
+        open_p99 >= 400_000,
+        "open model p99 {open_p99} µs should show the 500 ms stall"
+    );
+
+    // ...while a closed model, whose users simply wait out the freeze, reports it for only one
+    // request per user per freeze.
+    let closed = run_scenario(
+        dir.path(),
+        "closed",
+        &format!(
+            "{base}[load]\nmodel = \"closed\"\nusers = 4\nthink_time = \"5ms\"\nduration = \"4s\"\n"
+        ),
+    )
+    .await;
+    let closed_p99 = closed.variants[0].figures.latency_us.p99;
+    assert_eq!(closed.variants[0].latency_origin, "sent");
+    assert!(closed.variants[0].figures.target_rate_per_sec.is_none());
+    assert!(
+        closed_p99 * 4 < open_p99,
+        "closed p99 {closed_p99} µs should hide most of the stall that open p99 {open_p99} µs shows"
+    );
+}
