@@ -39,5 +39,9 @@ fmt:
 api: ## run the reference API on 127.0.0.1:8080 (provisions its own PostgreSQL unless DATABASE_URL is set)
 	$(CARGO) run --release -p api --
 
+microbench: ## criterion microbenchmarks of the hot paths (a few minutes); HTML report under target/criterion
+	$(CARGO) bench -p apibench-benches
+	@echo "criterion report: target/criterion/report/index.html"
+
 clean-reports: ## delete generated reports (keeps reports/README.md)
 	find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

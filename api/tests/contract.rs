@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use common::{Reply, field_names, is_iso_millis_utc, unique_suffix};
+use common::{Reply, field_names, id_of, is_iso_millis_utc, unique_suffix};
 
 /// The server under test, without a trailing slash.
 fn base_url() -> &'static str {
@@ -125,12 +125,6 @@ async fn create_post(author_id: i64, title: &str, body: &str) -> Value {
         .assert_status(StatusCode::CREATED)
         .assert_json_content_type();
     reply.json()
-}
-
-fn id_of(value: &Value) -> i64 {
-    value["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no integer id in {value}"))
 }
 
 fn assert_keys(value: &Value, keys: &[&str]) {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use common::{
-    Reply, field_names, is_iso_millis_utc, state_with, test_knobs, unique_suffix, with_knobs,
+    Reply, field_names, id_of, is_iso_millis_utc, state_with, test_knobs, unique_suffix, with_knobs,
 };
 
 async fn call(app: &Router, request: Request<Body>) -> Reply {
@@ -85,12 +85,6 @@ async fn create_post(app: &Router, author_id: i64, title: &str) -> Value {
         String::from_utf8_lossy(&reply.body)
     );
     reply.json()
-}
-
-fn id_of(value: &Value) -> i64 {
-    value["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no integer id in {value}"))
 }
 
 async fn test_app() -> (AppState, Router) {

@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn a_budget_without_limits_is_an_error() {
-        let err = parse(Path::new("b.toml"), "[[budget]]\nvariant = \"*\"\n").expect_err("no limit");
+        let err =
+            parse(Path::new("b.toml"), "[[budget]]\nvariant = \"*\"\n").expect_err("no limit");
         assert!(err.to_string().contains("sets no limit"), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 //! Reads `summary.json` of each run only; never a live run, never writes anything. The figures
 //! and their formatting live here and are reused by the gate's baseline checks and the report.
 
-use crate::noise::{self, Better, Judgement, Verdict};
+use crate::noise::{self, Better, Judgement};
 use crate::results::{Measurement, Summary, VariantSummary};
 use crate::saved::{self, CommandOutcome, Spread};
 use serde::Serialize;
@@ -70,7 +70,11 @@ fn per_request(m: &Measurement, scope: Scope) -> Option<crate::results::RequestS
     }
 }
 
-fn latency(m: &Measurement, scope: Scope, pick: fn(&crate::results::Percentiles) -> u64) -> Option<f64> {
+fn latency(
+    m: &Measurement,
+    scope: Scope,
+    pick: fn(&crate::results::Percentiles) -> u64,
+) -> Option<f64> {
     let p = match scope {
         Scope::Overall => m.latency_us.clone(),
         Scope::Request(_) => per_request(m, scope)?.latency_us,
@@ -282,7 +286,11 @@ fn compare_figures(
 }
 
 /// Compares one variant of two runs.
-pub fn compare_variant(a: &VariantSummary, b: &VariantSummary, threshold: f64) -> VariantComparison {
+pub fn compare_variant(
+    a: &VariantSummary,
+    b: &VariantSummary,
+    threshold: f64,
+) -> VariantComparison {
     let mut notes = Vec::new();
     let (ra, rb) = (a.figures.target_rate_per_sec, b.figures.target_rate_per_sec);
     if a.load_model != b.load_model {
@@ -455,7 +463,11 @@ fn footnotes(c: &Comparison) -> Vec<String> {
     let unestimated = c
         .variants
         .iter()
-        .flat_map(|v| v.figures.iter().chain(v.requests.iter().flat_map(|r| &r.figures)))
+        .flat_map(|v| {
+            v.figures
+                .iter()
+                .chain(v.requests.iter().flat_map(|r| &r.figures))
+        })
         .any(|f| !f.judgement.noise_estimated);
     if unestimated {
         out.push(format!(
@@ -471,10 +483,16 @@ fn footnotes(c: &Comparison) -> Vec<String> {
     }
     out.push("Latency, errors and RSS: lower is better. Throughput: higher is better.".into());
     if !c.only_in_a.is_empty() {
-        out.push(format!("Only in A (not compared): {}", c.only_in_a.join(", ")));
+        out.push(format!(
+            "Only in A (not compared): {}",
+            c.only_in_a.join(", ")
+        ));
     }
     if !c.only_in_b.is_empty() {
-        out.push(format!("Only in B (not compared): {}", c.only_in_b.join(", ")));
+        out.push(format!(
+            "Only in B (not compared): {}",
+            c.only_in_b.join(", ")
+        ));
     }
     out
 }
@@ -588,4 +606,3 @@ pub fn render_markdown(c: &Comparison) -> String {
     }
     out
 }
-

@@ -123,7 +123,11 @@ fn percentile(p: &Percentiles, field: &str) -> Option<u64> {
 
 /// The value a budget field limits, for a measurement (overall or one request); `None` when
 /// the run did not measure it (RSS of a `url` target, a request with no completions).
-fn budget_value(m: &Measurement, request: Option<&str>, field: &str) -> Result<Option<f64>, String> {
+fn budget_value(
+    m: &Measurement,
+    request: Option<&str>,
+    field: &str,
+) -> Result<Option<f64>, String> {
     let (latency, requests, errors) = match request {
         None => (&m.latency_us, m.requests, m.errors),
         Some(name) => match m.requests_by_name.get(name) {
@@ -147,9 +151,10 @@ fn budget_value(m: &Measurement, request: Option<&str>, field: &str) -> Result<O
         "max_rss_mib" => m
             .target_rss_peak_bytes
             .map(|b| b as f64 / (1024.0 * 1024.0)),
-        latency_field => {
-            (latency.count > 0).then_some(()).and_then(|()| percentile(latency, latency_field)).map(|us| us as f64 / 1000.0)
-        }
+        latency_field => (latency.count > 0)
+            .then_some(())
+            .and_then(|()| percentile(latency, latency_field))
+            .map(|us| us as f64 / 1000.0),
     })
 }
 
@@ -167,10 +172,10 @@ fn budget_checks(
     variant: &VariantSummary,
     matched: &mut [bool],
 ) -> Result<Vec<Check>, String> {
-    let file = budgets
-        .path
-        .file_name()
-        .map_or_else(|| budgets.path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let file = budgets.path.file_name().map_or_else(
+        || budgets.path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
     let mut checks = Vec::new();
     for (index, located) in budgets.budgets.iter().enumerate() {
         let budget: &Budget = &located.budget;
@@ -183,19 +188,32 @@ fn budget_checks(
             None => variant.name.clone(),
         };
         for (field, limit) in budget.limits() {
-            let value = budget_value(&variant.figures, budget.request.as_deref(), field).map_err(
-                |e| format!("{}:{}: {e} (variant {})", budgets.path.display(), located.line, variant.name),
-            )?;
+            let value =
+                budget_value(&variant.figures, budget.request.as_deref(), field).map_err(|e| {
+                    format!(
+                        "{}:{}: {e} (variant {})",
+                        budgets.path.display(),
+                        located.line,
+                        variant.name
+                    )
+                })?;
             let at_least = field == "min_throughput_rps";
             let (passed, value_text) = match value {
-                Some(v) => (if at_least { v >= limit } else { v <= limit }, show(field, v)),
+                Some(v) => (
+                    if at_least { v >= limit } else { v <= limit },
+                    show(field, v),
+                ),
                 None => (false, "not measured".into()),
             };
             checks.push(Check {
                 subject: subject.clone(),
                 check: field.into(),
                 value: value_text,
-                limit: format!("{} {}", if at_least { "≥" } else { "≤" }, show(field, limit)),
+                limit: format!(
+                    "{} {}",
+                    if at_least { "≥" } else { "≤" },
+                    show(field, limit)
+                ),
                 passed,
                 note: format!("{file}:{}", located.line),
             });
@@ -209,7 +227,11 @@ fn validity_check(variant: &VariantSummary) -> Check {
     Check {
         subject: variant.name.clone(),
         check: "valid".into(),
-        value: if m.valid { "valid".into() } else { "INVALID".into() },
+        value: if m.valid {
+            "valid".into()
+        } else {
+            "INVALID".into()
+        },
         limit: "valid".into(),
         passed: m.valid,
         note: if m.valid {
@@ -228,7 +250,11 @@ fn validity_check(variant: &VariantSummary) -> Check {
 
 /// Regression checks against a baseline: latency, throughput and RSS, noise-aware. Errors are
 /// left to the budgets' absolute `error_rate`: a ratio against zero errors means nothing.
-fn baseline_checks(base: &VariantSummary, current: &VariantSummary, max_regression: f64) -> Vec<Check> {
+fn baseline_checks(
+    base: &VariantSummary,
+    current: &VariantSummary,
+    max_regression: f64,
+) -> Vec<Check> {
     let comparison = compare::compare_variant(base, current, max_regression);
     comparison
         .figures
@@ -302,7 +328,10 @@ pub fn evaluate(
                     value: "absent".into(),
                     limit: "-".into(),
                     passed: true,
-                    note: format!("{} has no variant of this name: nothing to compare", base_dir.display()),
+                    note: format!(
+                        "{} has no variant of this name: nothing to compare",
+                        base_dir.display()
+                    ),
                 }),
             }
         }
@@ -341,7 +370,11 @@ pub fn render_text(report: &GateReport) -> String {
     );
     let checks: Vec<&Check> = report.checks().collect();
     let width = |f: fn(&Check) -> String| {
-        checks.iter().map(|c| f(c).chars().count()).max().unwrap_or(0)
+        checks
+            .iter()
+            .map(|c| f(c).chars().count())
+            .max()
+            .unwrap_or(0)
     };
     let subject_w = width(|c| c.subject.clone());
     let check_w = width(|c| c.check.clone());
@@ -375,7 +408,11 @@ fn md_cell(s: &str) -> String {
 pub fn render_markdown(report: &GateReport) -> String {
     let mut out = format!(
         "## apibench gate: {}\n\n`{}` against `{}`{}\n\n",
-        if report.passed() { "✅ PASS" } else { "❌ FAIL" },
+        if report.passed() {
+            "✅ PASS"
+        } else {
+            "❌ FAIL"
+        },
         report.dir.display(),
         report.budgets_path.display(),
         report
@@ -498,7 +535,9 @@ pub fn command(args: &GateArgs, step_summary: Option<&Path>) -> CommandOutcome {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, render_markdown(&report).as_bytes()));
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, render_markdown(&report).as_bytes())
+            });
         if let Err(e) = appended {
             let _ = writeln!(
                 stderr,
@@ -510,7 +549,10 @@ pub fn command(args: &GateArgs, step_summary: Option<&Path>) -> CommandOutcome {
     CommandOutcome {
         stdout: render_text(&report),
         stderr,
-        exit_code: if report.passed() { EXIT_PASS } else { EXIT_FAIL },
+        exit_code: if report.passed() {
+            EXIT_PASS
+        } else {
+            EXIT_FAIL
+        },
     }
 }
-

@@ -79,7 +79,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(args) => Ok(emit(loadgen::report::command(&args))),
         Command::Compare(args) => Ok(emit(loadgen::compare::command(&args))),
         Command::Gate(args) => {
-            let step_summary = std::env::var_os("GITHUB_STEP_SUMMARY").map(std::path::PathBuf::from);
+            let step_summary =
+                std::env::var_os("GITHUB_STEP_SUMMARY").map(std::path::PathBuf::from);
             Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
         }
     }

@@ -145,6 +145,13 @@ pub fn with_knobs(state: &AppState, knobs: Knobs) -> AppState {
     }
 }
 
+/// The `id` of a created user or post.
+pub fn id_of(value: &Value) -> i64 {
+    value["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no integer id in {value}"))
+}
+
 /// The sorted keys of a `fields` object.
 pub fn field_names(fields: &Value) -> Vec<String> {
     let mut names: Vec<String> = fields

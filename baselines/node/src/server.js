@@ -83,6 +83,13 @@ async function main() {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // A harness that cannot promise to signal us (a test process whose statics never drop) keeps
+  // our stdin open as a lifeline: when it dies, the pipe closes and we stop like on SIGTERM.
+  if (process.env.API_EXIT_ON_STDIN_EOF === 'true') {
+    process.stdin.on('end', () => shutdown('stdin closed'));
+    process.stdin.on('error', () => shutdown('stdin closed'));
+    process.stdin.resume();
+  }
 }
 
 process.on('unhandledRejection', (err) => {

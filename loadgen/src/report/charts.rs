@@ -85,16 +85,21 @@ fn nines_label(x: f64) -> String {
 
 fn number_label(v: f64) -> String {
     let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 100.0 {
-        format!("{v:.0}")
+    let decimals = if a >= 100.0 || a == 0.0 {
+        0
     } else if a >= 10.0 {
-        format!("{v:.1}")
+        1
     } else if a >= 0.1 {
-        format!("{v:.2}")
+        2
     } else {
-        format!("{v:.3}")
+        3
+    };
+    let text = format!("{v:.decimals$}");
+    // "2.00" → "2", "2.50" → "2.5": axis ticks read cleaner without trailing zeros.
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
     }
 }
 
@@ -103,8 +108,8 @@ fn number_label(v: f64) -> String {
 pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (spec.width_px, spec.height_px))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (spec.width_px, spec.height_px)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let points = lines.iter().flat_map(|l| l.points.iter());
         let (mut x_max, mut y_max) = points.fold((0.0f64, 0.0f64), |(x, y), (px, py)| {
@@ -120,11 +125,20 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
             XAxis::Nines => 5.0,
             XAxis::Seconds => x_max.max(1.0),
         };
-        let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+        // Over time the legend (upper left) would sit on the lines: leave it a band of its own.
+        let headroom = match spec.x_axis {
+            XAxis::Nines => 1.1,
+            XAxis::Seconds => 1.5,
+        };
+        let y_max = if y_max > 0.0 { y_max * headroom } else { 1.0 };
 
         let mut chart = ChartBuilder::on(&root)
-            .caption(&spec.title, ("sans-serif", 18).into_font().style(FontStyle::Bold))
+            .caption(
+                &spec.title,
+                ("sans-serif", 18).into_font().style(FontStyle::Bold),
+            )
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(44)
             .y_label_area_size(64)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
@@ -161,9 +175,7 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
                 )))
                 .map_err(|e| e.to_string())?
                 .label(label.as_str())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 6), (x + 20, y + 6)], grey.filled())
-                });
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], grey.filled()));
         }
         if let Some((y, label)) = &spec.reference_y {
             let style = BLACK.mix(0.55).stroke_width(1);
@@ -215,6 +227,9 @@ mod tests {
         assert!((nines(99.9) - 3.0).abs() < 1e-9);
         assert!((nines(100.0) - 5.0).abs() < 1e-9);
         assert_eq!(nines_label(3.0), "99.9 %");
+        assert_eq!(number_label(2.0), "2");
+        assert_eq!(number_label(2.5), "2.5");
+        assert_eq!(number_label(35.0), "35");
     }
 
     #[test]

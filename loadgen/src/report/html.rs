@@ -41,8 +41,9 @@ dl.facts dd{margin:0;overflow-wrap:anywhere}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid #eceef1;text-align:right;vertical-align:top;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}
+th:first-child,td:first-child,th.left{text-align:left}
 th{font-weight:600;color:#4a5562;font-size:12px;background:#f8f9fa;border-bottom:1px solid #d9dde2}
+td.variant{white-space:normal;min-width:150px;max-width:260px}
 td.reason{white-space:normal;text-align:left;min-width:180px;max-width:320px}
 small.spread{display:block;color:#808a95;font-size:11px}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
@@ -111,8 +112,7 @@ fn percent_cell(spread: Option<Spread>) -> String {
         None => "<td>–</td>".into(),
         Some(s) => cell((
             format!("{:.1} %", s.median),
-            s.has_spread()
-                .then(|| format!("{:.1}–{:.1}", s.min, s.max)),
+            s.has_spread().then(|| format!("{:.1}–{:.1}", s.min, s.max)),
         )),
     }
 }
@@ -146,10 +146,7 @@ fn header(run: &SavedRun) -> String {
     let info: Option<&RunInfo> = run.info.as_ref();
     let unknown = || "unknown (run.json missing)".to_string();
     let mut facts: Vec<(&str, String)> = Vec::new();
-    facts.push((
-        "Date",
-        format!("{} → {}", s.started_at, s.finished_at),
-    ));
+    facts.push(("Date", format!("{} → {}", s.started_at, s.finished_at)));
     facts.push((
         "Commit",
         info.map_or_else(unknown, |i| match &i.environment.git_commit {
@@ -267,7 +264,10 @@ fn header(run: &SavedRun) -> String {
         },
     ));
     if let Some(i) = info {
-        facts.push(("apibench", format!("{} — {}", i.apibench_version, i.command_line.join(" "))));
+        facts.push((
+            "apibench",
+            format!("{} — {}", i.apibench_version, i.command_line.join(" ")),
+        ));
     }
 
     let description = info
@@ -313,12 +313,13 @@ fn banners(run: &SavedRun) -> String {
 
 fn summary_table(run: &SavedRun, reference: usize) -> String {
     let r = &run.variants[reference].summary;
-    let mut out = String::from("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"scroll\"><table>\n");
+    let mut out =
+        String::from("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"scroll\"><table>\n");
     let _ = writeln!(
         out,
         "<tr><th>variant</th><th>target rate</th><th>throughput</th><th>p50</th><th>p90</th>\
-         <th>p99</th><th>p99.9</th><th>max</th><th>errors</th><th>RSS peak</th><th>CPU</th>\
-         <th>Postgres CPU</th><th>throughput ×</th><th>p99 ×</th><th>RSS ×</th><th>valid</th></tr>"
+         <th>p99</th><th>p99.9</th><th>max</th><th>errors</th><th>throughput ×</th><th>p99 ×</th>\
+         <th class=\"left\">valid</th></tr>"
     );
     let ref_tp = r.figures.throughput_rps;
     let ref_p99 = r.figures.latency_us.p99 as f64;
@@ -332,7 +333,7 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
         };
         let _ = write!(
             out,
-            "<tr><td>{}<strong>{}</strong><small class=\"spread\">{}{}</small></td>",
+            "<tr><td class=\"variant\">{}<strong>{}</strong><small class=\"spread\">{}{}</small></td>",
             swatch(i),
             esc(&s.name),
             esc(&s.target_kind),
@@ -341,10 +342,14 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
         let _ = write!(
             out,
             "<td>{}<small class=\"spread\">sent {}</small></td>",
-            m.target_rate_per_sec.map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
+            m.target_rate_per_sec
+                .map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
             format_figure(Unit::PerSec, m.achieved_send_rate_per_sec)
         );
-        out.push_str(&figure_cell(Unit::PerSec, spread(s, |m| Some(m.throughput_rps))));
+        out.push_str(&figure_cell(
+            Unit::PerSec,
+            spread(s, |m| Some(m.throughput_rps)),
+        ));
         out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p50)));
         out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p90)));
         out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p99)));
@@ -356,17 +361,10 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
             m.errors,
             format_figure(Unit::Fraction, m.error_rate)
         );
-        out.push_str(&figure_cell(
-            Unit::Bytes,
-            spread(s, |m| m.target_rss_peak_bytes.map(|b| b as f64)),
-        ));
-        out.push_str(&percent_cell(spread(s, |m| m.target_cpu_mean_percent)));
-        out.push_str(&percent_cell(spread(s, |m| m.postgres_cpu_mean_percent)));
         out.push_str(&ratio_cell(Some(m.throughput_rps), Some(ref_tp), is_ref));
-        out.push_str(&ratio_cell(Some(m.latency_us.p99 as f64), Some(ref_p99), is_ref));
         out.push_str(&ratio_cell(
-            m.target_rss_peak_bytes.map(|b| b as f64),
-            ref_rss,
+            Some(m.latency_us.p99 as f64),
+            Some(ref_p99),
             is_ref,
         ));
         if m.valid {
@@ -377,14 +375,51 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(out, "<td class=\"reason\"><span class=\"ok\">✓ valid</span>{note}</td></tr>");
+            let _ = writeln!(
+                out,
+                "<td class=\"reason\"><span class=\"ok\">✓ valid</span>{note}</td></tr>"
+            );
         } else {
             let _ = writeln!(
                 out,
                 "<td class=\"reason\"><span class=\"bad\">✗ INVALID</span><small class=\"spread\">{}</small></td></tr>",
-                esc(m.invalid_reason.as_deref().unwrap_or("the generator could not be trusted"))
+                esc(m
+                    .invalid_reason
+                    .as_deref()
+                    .unwrap_or("the generator could not be trusted"))
             );
         }
+    }
+    out.push_str("</table></div>\n");
+    out.push_str(
+        "<h3>Memory and CPU</h3>\n<div class=\"scroll\"><table>\n<tr><th>variant</th>\
+         <th>target RSS peak</th><th>target CPU</th><th>Postgres RSS peak</th><th>Postgres CPU</th>\
+         <th>RSS ×</th></tr>\n",
+    );
+    for (i, v) in run.variants.iter().enumerate() {
+        let s = &v.summary;
+        let _ = write!(
+            out,
+            "<tr><td class=\"variant\">{}<strong>{}</strong></td>",
+            swatch(i),
+            esc(&s.name)
+        );
+        out.push_str(&figure_cell(
+            Unit::Bytes,
+            spread(s, |m| m.target_rss_peak_bytes.map(|b| b as f64)),
+        ));
+        out.push_str(&percent_cell(spread(s, |m| m.target_cpu_mean_percent)));
+        out.push_str(&figure_cell(
+            Unit::Bytes,
+            spread(s, |m| m.postgres_rss_peak_bytes.map(|b| b as f64)),
+        ));
+        out.push_str(&percent_cell(spread(s, |m| m.postgres_cpu_mean_percent)));
+        out.push_str(&ratio_cell(
+            s.figures.target_rss_peak_bytes.map(|b| b as f64),
+            ref_rss,
+            i == reference,
+        ));
+        out.push_str("</tr>\n");
     }
     out.push_str("</table></div>\n");
     let _ = writeln!(
@@ -458,7 +493,13 @@ fn spectrum(run: &SavedRun) -> Result<String, ReportError> {
     };
     let title = format!("Latency by percentile (every measured request{merged})");
     let svg = chart(
-        &spec(&title, "percentile (log scale: 90 %, 99 %, 99.9 %, …)", "latency (ms)", XAxis::Nines, true),
+        &spec(
+            &title,
+            "percentile (log scale: 90 %, 99 %, 99.9 %, …)",
+            "latency (ms)",
+            XAxis::Nines,
+            true,
+        ),
         &lines,
         "no latency was recorded",
     )?;
@@ -497,7 +538,11 @@ fn per_measurement_lines(
         for (k, m) in v.measurements.iter().enumerate() {
             let label = (k == 0).then(|| {
                 if v.measurements.len() > 1 {
-                    format!("{} ({} repetitions)", variant_label(&v.summary), v.measurements.len())
+                    format!(
+                        "{} ({} repetitions)",
+                        variant_label(&v.summary),
+                        v.measurements.len()
+                    )
                 } else {
                     variant_label(&v.summary)
                 }
@@ -514,27 +559,63 @@ fn per_measurement_lines(
 
 fn warmup_shade(run: &SavedRun) -> Option<(f64, f64, String)> {
     let warmup_ms = run.variants.first()?.summary.figures.warmup_ms;
-    (warmup_ms > 0).then(|| (0.0, warmup_ms as f64 / 1000.0, "warm-up (excluded)".to_string()))
+    (warmup_ms > 0).then(|| {
+        (
+            0.0,
+            warmup_ms as f64 / 1000.0,
+            "warm-up (excluded)".to_string(),
+        )
+    })
 }
 
 fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     let shade = warmup_shade(run);
-    let mut p50 = spec("p50 latency per 1 s interval", "time since load start (s)", "p50 latency (ms)", XAxis::Seconds, false);
+    let mut p50 = spec(
+        "p50 latency per 1 s interval",
+        "time since load start (s)",
+        "p50 latency (ms)",
+        XAxis::Seconds,
+        false,
+    );
     p50.shade = shade.clone();
-    let mut p99 = spec("p99 latency per 1 s interval", "time since load start (s)", "p99 latency (ms)", XAxis::Seconds, false);
+    let mut p99 = spec(
+        "p99 latency per 1 s interval",
+        "time since load start (s)",
+        "p99 latency (ms)",
+        XAxis::Seconds,
+        false,
+    );
     p99.shade = shade.clone();
     let p50_lines = per_measurement_lines(run, |m| {
-        m.intervals.iter().filter(|i| i.completed > 0).map(|i| (i.start_s, i.p50_us as f64 / 1000.0)).collect()
+        m.intervals
+            .iter()
+            .filter(|i| i.completed > 0)
+            .map(|i| (i.start_s, i.p50_us as f64 / 1000.0))
+            .collect()
     });
     let p99_lines = per_measurement_lines(run, |m| {
-        m.intervals.iter().filter(|i| i.completed > 0).map(|i| (i.start_s, i.p99_us as f64 / 1000.0)).collect()
+        m.intervals
+            .iter()
+            .filter(|i| i.completed > 0)
+            .map(|i| (i.start_s, i.p99_us as f64 / 1000.0))
+            .collect()
     });
-    let mut tp = spec("Throughput per 1 s interval", "time since load start (s)", "completed requests per second", XAxis::Seconds, true);
+    let mut tp = spec(
+        "Throughput per 1 s interval",
+        "time since load start (s)",
+        "completed requests per second",
+        XAxis::Seconds,
+        true,
+    );
     tp.height_px = 360;
     tp.shade = shade;
-    tp.reference_y = common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
+    tp.reference_y =
+        common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
     let tp_lines = per_measurement_lines(run, |m| {
-        m.intervals.iter().map(|i| (i.start_s, i.completed as f64)).collect()
+        m.intervals
+            .iter()
+            .map(|i| (i.start_s, i.completed as f64))
+            .collect()
     });
     Ok(format!(
         "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
@@ -560,7 +641,10 @@ fn common_target_rate(run: &SavedRun) -> Option<f64> {
         .map(|v| v.summary.figures.target_rate_per_sec)
         .collect::<Option<Vec<f64>>>()?;
     let first = *rates.first()?;
-    rates.iter().all(|r| (r - first).abs() < 1e-6).then_some(first)
+    rates
+        .iter()
+        .all(|r| (r - first).abs() < 1e-6)
+        .then_some(first)
 }
 
 fn resources(run: &SavedRun) -> Result<String, ReportError> {
@@ -578,22 +662,46 @@ fn resources(run: &SavedRun) -> Result<String, ReportError> {
     };
     let charts_html = [
         chart(
-            &spec("Target RSS (process tree)", x, "RSS (MiB)", XAxis::Seconds, false),
+            &spec(
+                "Target RSS (process tree)",
+                x,
+                "RSS (MiB)",
+                XAxis::Seconds,
+                false,
+            ),
             &series(|r| r.target_rss_bytes.map(|b| b as f64 / MIB)),
             no_target,
         )?,
         chart(
-            &spec("Target CPU", x, "CPU (% of one core)", XAxis::Seconds, false),
+            &spec(
+                "Target CPU",
+                x,
+                "CPU (% of one core)",
+                XAxis::Seconds,
+                false,
+            ),
             &series(|r| r.target_cpu_percent),
             no_target,
         )?,
         chart(
-            &spec("PostgreSQL RSS (postmaster + backends)", x, "RSS (MiB)", XAxis::Seconds, false),
+            &spec(
+                "PostgreSQL RSS (postmaster + backends)",
+                x,
+                "RSS (MiB)",
+                XAxis::Seconds,
+                false,
+            ),
             &series(|r| r.postgres_rss_bytes.map(|b| b as f64 / MIB)),
             no_postgres,
         )?,
         chart(
-            &spec("PostgreSQL CPU", x, "CPU (% of one core)", XAxis::Seconds, false),
+            &spec(
+                "PostgreSQL CPU",
+                x,
+                "CPU (% of one core)",
+                XAxis::Seconds,
+                false,
+            ),
             &series(|r| r.postgres_cpu_percent),
             no_postgres,
         )?,
@@ -624,7 +732,14 @@ fn request_tables(run: &SavedRun) -> String {
             .info
             .as_ref()
             .and_then(|i| i.requests.iter().find(|r| &r.name == name))
-            .map(|r| format!(" — <code>{} {}</code> (weight {})", esc(&r.method), esc(&r.path), r.weight))
+            .map(|r| {
+                format!(
+                    " — <code>{} {}</code> (weight {})",
+                    esc(&r.method),
+                    esc(&r.path),
+                    r.weight
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(out, "<h3>{}{what}</h3>", esc(name));
         out.push_str(
@@ -707,13 +822,16 @@ fn generator_table(run: &SavedRun) -> String {
             "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             swatch(i),
             esc(&v.summary.name),
-            m.target_rate_per_sec.map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
+            m.target_rate_per_sec
+                .map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
             format_figure(Unit::PerSec, m.achieved_send_rate_per_sec),
             m.generator_late_sends,
             format_figure(Unit::Fraction, m.generator_late_share),
             m.backlogged_sends,
-            m.generator_cpu_mean_percent.map_or("–".into(), |c| format!("{c:.1} %")),
-            m.generator_rss_peak_bytes.map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64)),
+            m.generator_cpu_mean_percent
+                .map_or("–".into(), |c| format!("{c:.1} %")),
+            m.generator_rss_peak_bytes
+                .map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64)),
             m.timeouts
         );
     }

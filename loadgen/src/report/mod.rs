@@ -69,7 +69,8 @@ pub fn render_dir(dir: &Path, reference: Option<&str>) -> Result<PathBuf, Report
     let page = render(&run, reference)?;
     let target = dir.join("index.html");
     let temporary = dir.join(format!(".index.html.tmp-{}", std::process::id()));
-    let written = std::fs::write(&temporary, page).and_then(|()| std::fs::rename(&temporary, &target));
+    let written =
+        std::fs::write(&temporary, page).and_then(|()| std::fs::rename(&temporary, &target));
     if let Err(source) = written {
         let _ = std::fs::remove_file(&temporary);
         return Err(ReportError::Write {

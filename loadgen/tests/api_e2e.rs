@@ -1,0 +1,104 @@
+//! End to end with the real reference API and a provisioned Postgres: start, load, Ctrl-C,
+//! partial results, nothing left running. Skipped (with the reason printed) when
+//! target/debug/api is not built (`cargo build -p api`).
+
+use loadgen::results::Summary;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn api_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_apibench"))
+        .parent()
+        .map(|dir| dir.join("api"))
+        .unwrap_or_default()
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn api_target_interrupted_leaves_partial_results_and_no_processes() {
+    let api = api_bin();
+    if !api.is_file() {
+        eprintln!("skipped: {} not built (cargo build -p api)", api.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("e2e.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"e2e\"\n[data]\nusers = 100\nposts = 200\n[load]\nrate_per_sec = 50\nusers = 4\n\
+         duration = \"60s\"\n[target]\nkind = \"api\"\n[[requests]]\nname = \"get_user\"\n\
+         path = \"/api/users/{{user_id}}\"\n[[variants]]\nname = \"v\"\nknobs = { pool_max = 10 }\n",
+    )
+    .expect("scenario");
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
+        .args(["run", "--quiet", "--out"])
+        .arg(&out)
+        .arg(&scenario)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("apibench starts");
+    let pid = child.id();
+    // Wait until the target is up and the load has run for a moment.
+    let log = out.join("v/resources.csv");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !log.is_file() {
+        assert!(Instant::now() < deadline, "the api target never started");
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("apibench exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let started = children_of(pid);
+    assert!(!started.is_empty(), "the api runs as a child of apibench");
+    kill(
+        Pid::from_raw(i32::try_from(pid).expect("pid")),
+        Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("apibench did not exit within 30 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let summary: Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
+            .expect("summary parses");
+    assert!(summary.partial);
+    let figures = &summary.variants[0].figures;
+    assert!(figures.requests > 0 && figures.errors == 0, "{figures:?}");
+    assert!(figures.target_rss_peak_bytes.is_some());
+    let left: Vec<u32> = started
+        .into_iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}

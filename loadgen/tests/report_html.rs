@@ -1,0 +1,188 @@
+//! `apibench report DIR` on saved fixture runs, through the real binary: the page holds every
+//! section, no URL and no script; bad input exits 2, names the file, and leaves an existing
+//! `index.html` as it was.
+
+mod report_support;
+
+use report_support::{apibench, code, copy_fixture, stderr, stdout};
+use std::path::Path;
+
+fn report(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let dir = dir.display().to_string();
+    let mut args = vec!["report", dir.as_str()];
+    args.extend_from_slice(extra);
+    apibench(&args, &[])
+}
+
+#[test]
+fn report_holds_every_section_and_no_url_or_script() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-a", tmp.path());
+    let out = report(&run, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let index = run.join("index.html");
+    assert!(
+        stdout(&out).contains(&index.display().to_string()),
+        "prints the report path: {}",
+        stdout(&out)
+    );
+    let html = std::fs::read_to_string(&index).expect("index.html written");
+    for id in [
+        "environment",
+        "summary",
+        "spectrum",
+        "latency-over-time",
+        "throughput",
+        "resources",
+        "requests",
+        "generator",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "section {id} missing");
+    }
+    // Header facts, and a latency never without its rate.
+    for fact in [
+        "fixture-pools",
+        "Synthetic fixture",
+        "0123456789ab",
+        "Fixture CPU",
+        "PostgreSQL 15.10",
+        "local binaries",
+        "open model",
+        "50 req/s",
+    ] {
+        assert!(html.contains(fact), "header lacks {fact}");
+    }
+    assert!(html.contains("pool-10 @ 50 req/s"), "chart legends carry the rate");
+    // Charts: spectrum, p50, p99, throughput, 4 resource charts, with titles and axis units.
+    assert!(html.matches("<svg").count() >= 8, "charts are inline SVG");
+    for label in [
+        "Latency by percentile",
+        "99.9 %",
+        "latency (ms)",
+        "p99 latency per 1 s interval",
+        "Throughput per 1 s interval",
+        "RSS (MiB)",
+        "CPU (% of one core)",
+    ] {
+        assert!(html.contains(label), "chart text {label} missing");
+    }
+    // Both request names have a table, and repetitions show their spread.
+    assert!(html.contains("get_user") && html.contains("list_posts"));
+    assert!(html.contains("class=\"spread\" title=\"min–max over repetitions\""));
+    // Self-contained: nothing to fetch, nothing to run.
+    let lower = html.to_ascii_lowercase();
+    for forbidden in ["http://", "https://", "<script", "<link", "<img", "<iframe", "@import", "url("] {
+        assert!(!lower.contains(forbidden), "the page contains {forbidden}");
+    }
+    // Each variant keeps its colour: the swatch colour appears in the charts too.
+    assert!(html.contains("#1f77b4") && html.contains("#ff7f0e"));
+    assert!(lower.contains("stroke=\"#1f77b4\"") || lower.contains("rgb(31,119,180)"));
+}
+
+#[test]
+fn invalid_variant_is_flagged_with_its_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let out = report(&run, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index");
+    assert!(html.contains("pool-50 is INVALID"));
+    assert!(html.contains("generator late"));
+    assert!(html.contains("no spread known"), "one repetition says so");
+}
+
+#[test]
+fn reference_flag_sets_the_ratio_base() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let out = report(&run, &["--reference", "pool-50"]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index");
+    assert!(html.contains("Ratios are against <strong>pool-50</strong>"));
+
+    let out = report(&run, &["--reference", "pool-99"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("pool-99"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pool-10, pool-50"), "{}", stderr(&out));
+}
+
+/// An existing report, then a broken input: exit 2, the file named, the old page untouched.
+fn assert_rejected_keeping_old_page(run: &Path, bad_file: &str) {
+    let index = run.join("index.html");
+    std::fs::write(&index, "previous report").expect("seed index");
+    let out = report(run, &[]);
+    assert_eq!(code(&out), 2, "stdout: {}", stdout(&out));
+    assert!(
+        stderr(&out).contains(bad_file),
+        "the message names {bad_file}: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&index).expect("index"),
+        "previous report",
+        "nothing written over"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(run)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left behind");
+}
+
+#[test]
+fn corrupt_summary_exits_2_and_keeps_the_old_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let summary = run.join("summary.json");
+    let text = std::fs::read_to_string(&summary).expect("summary");
+    std::fs::write(&summary, &text[..text.len() / 2]).expect("corrupt");
+    assert_rejected_keeping_old_page(&run, &summary.display().to_string());
+}
+
+#[test]
+fn missing_summary_exits_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    std::fs::remove_file(run.join("summary.json")).expect("remove");
+    assert_rejected_keeping_old_page(&run, "summary.json");
+}
+
+#[test]
+fn truncated_latency_log_exits_2_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let hlog = run.join("pool-10/latency.hlog");
+    let bytes = std::fs::read(&hlog).expect("hlog");
+    std::fs::write(&hlog, &bytes[..bytes.len() * 2 / 3]).expect("truncate");
+    assert_rejected_keeping_old_page(&run, "pool-10/latency.hlog");
+}
+
+#[test]
+fn latency_log_cut_at_a_line_boundary_is_still_caught() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let hlog = run.join("pool-50/latency.hlog");
+    let text = std::fs::read_to_string(&hlog).expect("hlog");
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = lines[..lines.len() - 6].join("\n") + "\n";
+    std::fs::write(&hlog, kept).expect("cut");
+    assert_rejected_keeping_old_page(&run, "pool-50/latency.hlog");
+}
+
+#[test]
+fn corrupt_resources_csv_exits_2_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-single", tmp.path());
+    let csv = run.join("pool-10/resources.csv");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    std::fs::write(&csv, text.replacen("\n250,", "\n250,lots,", 1)).expect("corrupt");
+    assert_rejected_keeping_old_page(&run, "pool-10/resources.csv");
+}
+
+#[test]
+fn not_a_run_directory_exits_2() {
+    let out = apibench(&["report", "/nonexistent/apibench-run"], &[]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("/nonexistent/apibench-run"));
+}
