@@ -6,7 +6,7 @@ CARGO    ?= cargo
 SCENARIO ?= scenarios/quick.toml
 RELEASE  := target/release
 
-.PHONY: help bench bench-ci test test-rust test-node lint fmt api build-release node-deps microbench clean-reports
+.PHONY: help bench bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,13 +21,16 @@ node-deps: ## install the Node.js baseline's packages (npm ci)
 bench: build-release ## run $(SCENARIO) (default: the migration techniques against each other) and write a report
 	$(RELEASE)/apibench run $(SCENARIO)
 
-test: test-rust test-node ## every test: Rust unit/integration/contract tests, the Node baseline, benches once
+test: test-rust test-node test-parity ## every test: Rust unit/integration tests, the Node baseline, HTTP parity, benches once
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
 
 test-node: node-deps
-	@if [ -f baselines/node/package.json ]; then cd baselines/node && npm test; fi
+	cd baselines/node && npm test
+
+test-parity: node-deps ## the HTTP contract suite (api/tests/contract.rs) against the Node.js baseline
+	CONTRACT_TARGET=node $(CARGO) test -p api --test contract
 
 lint: ## rustfmt check + clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

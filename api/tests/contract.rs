@@ -25,8 +25,84 @@ fn base_url() -> &'static str {
     static BASE_URL: OnceLock<String> = OnceLock::new();
     BASE_URL.get_or_init(|| match std::env::var("CONTRACT_BASE_URL") {
         Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_owned(),
+        _ if std::env::var("CONTRACT_TARGET").is_ok_and(|t| t == "node") => start_node_server(),
         _ => start_in_process_server(),
     })
+}
+
+/// Starts the Node.js baseline (`baselines/node`) on 127.0.0.1:0 against a fresh, migrated
+/// database — `CONTRACT_TARGET=node`, what `make test` uses for the parity check.
+///
+/// The child keeps our end of its stdin as a lifeline (`API_EXIT_ON_STDIN_EOF`): statics never
+/// drop, so when this test process exits the pipe closes and the server stops by itself.
+fn start_node_server() -> String {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+
+    let database_url = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a setup runtime");
+        runtime.block_on(async {
+            let url = common::fresh_database_url().await;
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .expect("connecting to the fresh database");
+            api::migrate(&pool)
+                .await
+                .expect("migrating for the Node server");
+            pool.close().await;
+            url
+        })
+    })
+    .join()
+    .expect("database setup thread");
+
+    let node_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../baselines/node");
+    assert!(
+        node_dir.join("node_modules").is_dir(),
+        "{}: run `npm ci` there first (make test does)",
+        node_dir.display()
+    );
+    let knobs = common::test_knobs();
+    let mut child = Command::new("node")
+        .arg("src/server.js")
+        .current_dir(&node_dir)
+        .env("DATABASE_URL", &database_url)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("API_POOL_MAX", knobs.pool_max.to_string())
+        .env("API_POOL_MIN", knobs.pool_min.to_string())
+        .env("API_ARGON2_MEMORY_KIB", knobs.argon2_memory_kib.to_string())
+        .env("API_ARGON2_ITERATIONS", knobs.argon2_iterations.to_string())
+        .env("API_LOG_FORMAT", "off")
+        .env("API_EXIT_ON_STDIN_EOF", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting `node src/server.js` (is Node.js 20 installed?)");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.strip_prefix("listening on ") {
+                Some(url) => break url.trim().to_owned(),
+                None => seen.push(line),
+            },
+            _ => panic!(
+                "the Node server exited before listening:\n{}",
+                seen.join("\n")
+            ),
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe; keep stdin open forever.
+    std::thread::spawn(move || lines.for_each(drop));
+    static LIFELINE: OnceLock<std::sync::Mutex<std::process::Child>> = OnceLock::new();
+    let _ = LIFELINE.set(std::sync::Mutex::new(child));
+    address
 }
 
 /// Starts this crate's server on its own runtime thread (test runtimes end with their test).

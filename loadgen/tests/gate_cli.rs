@@ -42,7 +42,7 @@ fn a_run_within_budget_passes_with_one_line_per_check() {
         .lines()
         .find(|l| l.contains("pool-10") && l.contains(" p99_ms "))
         .expect("a p99 line");
-    assert!(p99.contains(" ms") && p99.contains("≤ 200.000 ms") && p99.contains("budgets.toml:3"), "{p99}");
+    assert!(p99.contains(" ms") && p99.contains("≤ 200.000 ms") && p99.contains("budgets.toml:2"), "{p99}");
     assert!(text.contains("pool-10 get_user"), "request budgets name the request: {text}");
     assert!(text.contains("open model at 50.0 req/s"), "latency with its rate: {text}");
 }
