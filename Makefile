@@ -21,6 +21,12 @@ node-deps: ## install the Node.js baseline's packages (npm ci)
 bench: build-release ## run $(SCENARIO) (default: the migration techniques against each other) and write a report
 	$(RELEASE)/apibench run $(SCENARIO)
 
+CI_RUN ?= reports/ci-smoke
+bench-ci: build-release ## CI: run scenarios/smoke.toml into $(CI_RUN), then gate it with scenarios/budgets.toml (exit 0/1/2)
+	rm -rf $(CI_RUN)
+	$(RELEASE)/apibench run scenarios/smoke.toml --out $(CI_RUN) --quiet
+	$(RELEASE)/apibench gate $(CI_RUN) --budgets scenarios/budgets.toml --junit $(CI_RUN)/gate-junit.xml
+
 test: test-rust test-node test-parity ## every test: Rust unit/integration tests, the Node baseline, HTTP parity, benches once
 
 test-rust:

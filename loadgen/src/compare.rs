@@ -568,8 +568,9 @@ pub fn render_text(c: &Comparison) -> String {
     out
 }
 
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|")
+/// Text safe inside a Markdown table cell.
+pub fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// The Markdown tables (one per variant).

@@ -9,7 +9,7 @@
 //! Reads saved files only; writes nothing into the run directory.
 
 use crate::budgets::{self, Budget, Budgets};
-use crate::compare::{self, format_ratio, format_spread};
+use crate::compare::{self, format_ratio, format_spread, md_cell};
 use crate::noise::{self, Verdict};
 use crate::results::{Measurement, Percentiles, Summary, VariantSummary};
 use crate::saved::{self, CommandOutcome};
@@ -398,10 +398,6 @@ pub fn render_text(report: &GateReport) -> String {
     }
     let _ = writeln!(out, "\n{}", report.verdict_line());
     out
-}
-
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// The Markdown summary for `$GITHUB_STEP_SUMMARY`.

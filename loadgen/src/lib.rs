@@ -9,6 +9,10 @@
 //! 250 ms → [`verdict`] checks the generator → [`results`] (the on-disk schema) and [`output`]
 //! (progress bars, the summary table).
 //!
+//! After a run, from its saved files only ([`saved`]): [`report`] renders the self-contained
+//! `index.html` (the runner calls it last), [`compare`] sets two runs side by side and [`gate`]
+//! checks one against [`budgets`] and a baseline; [`noise`] decides what counts as a change.
+//!
 //! The library never exits the process and never prints except through [`output`]; the binary
 //! (`main.rs`) owns signals, logging and exit codes. It never depends on the `api` crate: the
 //! API is only ever a process under test.

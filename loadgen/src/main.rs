@@ -64,6 +64,10 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 Ok(report) => {
                     print!("{}", loadgen::output::summary_table(&report.summary));
                     println!("results: {}", report.out_dir.display());
+                    let index = report.out_dir.join("index.html");
+                    if index.is_file() {
+                        println!("report: {}", index.display());
+                    }
                     Ok(if report.interrupted {
                         EXIT_INTERRUPTED
                     } else {

@@ -364,6 +364,9 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     info.finished_at = Some(summary.finished_at.clone());
     info.partial = interrupted || failure.is_some();
     write_json(&run_json, &info)?;
+    if let Err(e) = crate::report::render_dir(&out_dir, None) {
+        tracing::warn!("the HTML report was not written (re-render with `apibench report`): {e}");
+    }
     if let Some(e) = failure {
         return Err(e);
     }

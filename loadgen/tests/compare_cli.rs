@@ -37,10 +37,16 @@ fn json_verdicts_are_noise_aware() {
     assert_eq!(p99["a"]["n"], 3, "each repetition's figure counts");
 
     assert_eq!(figure(&c, "pool-50", "p99_us")["verdict"], "regressed");
-    assert_eq!(figure(&c, "pool-10", "throughput_rps")["verdict"], "within_noise");
+    assert_eq!(
+        figure(&c, "pool-10", "throughput_rps")["verdict"],
+        "within_noise"
+    );
     assert_eq!(figure(&c, "pool-10", "throughput_rps")["better"], "higher");
     assert_eq!(figure(&c, "pool-10", "p50_us")["verdict"], "within_noise");
-    assert_eq!(figure(&c, "pool-10", "target_rss_peak_bytes")["verdict"], "within_noise");
+    assert_eq!(
+        figure(&c, "pool-10", "target_rss_peak_bytes")["verdict"],
+        "within_noise"
+    );
     // Latencies come with their rates, and request names are compared too.
     let pool10 = &c["variants"][0];
     assert_eq!(pool10["a_target_rate_per_sec"], 50.0);
@@ -57,7 +63,15 @@ fn json_verdicts_are_noise_aware() {
 #[test]
 fn a_huge_threshold_calls_nothing() {
     let out = apibench(
-        &["compare", &run("run-a"), &run("run-b"), "--format", "json", "--threshold", "500%"],
+        &[
+            "compare",
+            &run("run-a"),
+            &run("run-b"),
+            "--format",
+            "json",
+            "--threshold",
+            "500%",
+        ],
         &[],
     );
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
@@ -74,7 +88,10 @@ fn without_repetitions_the_verdict_says_it_has_no_noise_estimate() {
     let text = stdout(&out);
     assert!(text.contains("no noise estimate"), "{text}");
     assert!(text.contains("B has no repetitions"), "{text}");
-    assert!(text.contains("B is INVALID"), "the invalid variant is called out: {text}");
+    assert!(
+        text.contains("B is INVALID"),
+        "the invalid variant is called out: {text}"
+    );
 }
 
 #[test]
@@ -106,11 +123,18 @@ fn text_output_is_a_table_with_directions_rates_and_verdicts() {
 
 #[test]
 fn markdown_output_has_a_table_per_variant() {
-    let out = apibench(&["compare", &run("run-a"), &run("run-b"), "--format", "md"], &[]);
+    let out = apibench(
+        &["compare", &run("run-a"), &run("run-b"), "--format", "md"],
+        &[],
+    );
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let md = stdout(&out);
     assert!(md.starts_with("## apibench compare"));
-    assert_eq!(md.matches("| figure | better | A | B | B/A | verdict |").count(), 2);
+    assert_eq!(
+        md.matches("| figure | better | A | B | B/A | verdict |")
+            .count(),
+        2
+    );
     assert!(md.contains("### pool-50"));
     assert!(md.contains("| regressed |"));
 }

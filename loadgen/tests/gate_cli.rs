@@ -32,19 +32,40 @@ fn a_run_within_budget_passes_with_one_line_per_check() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let budgets = write(tmp.path(), "budgets.toml", GENEROUS);
     let out = apibench(&["gate", &run("run-a"), "--budgets", &budgets], &[]);
-    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "stdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     // Per variant: valid + 6 limits + 1 request limit.
-    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("PASS")).count(), 16, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("PASS"))
+            .count(),
+        16,
+        "{text}"
+    );
     assert!(!text.contains("FAIL"), "{text}");
     assert!(text.contains("gate: PASS"), "{text}");
     let p99 = text
         .lines()
         .find(|l| l.contains("pool-10") && l.contains(" p99_ms "))
         .expect("a p99 line");
-    assert!(p99.contains(" ms") && p99.contains("≤ 200.000 ms") && p99.contains("budgets.toml:2"), "{p99}");
-    assert!(text.contains("pool-10 get_user"), "request budgets name the request: {text}");
-    assert!(text.contains("open model at 50.0 req/s"), "latency with its rate: {text}");
+    assert!(
+        p99.contains(" ms") && p99.contains("≤ 200.000 ms") && p99.contains("budgets.toml:2"),
+        "{p99}"
+    );
+    assert!(
+        text.contains("pool-10 get_user"),
+        "request budgets name the request: {text}"
+    );
+    assert!(
+        text.contains("open model at 50.0 req/s"),
+        "latency with its rate: {text}"
+    );
 }
 
 #[test]
@@ -56,13 +77,22 @@ fn a_run_over_budget_fails_with_exit_1() {
         "[[budget]]\nvariant = \"pool-50\"\np99_ms = 1\nmin_throughput_rps = 10\n",
     );
     let out = apibench(&["gate", &run("run-a"), "--budgets", &budgets], &[]);
-    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    assert_eq!(
+        code(&out),
+        1,
+        "stdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     let failing = text
         .lines()
         .find(|l| l.trim_start().starts_with("FAIL"))
         .expect("a FAIL line");
-    assert!(failing.contains("p99_ms") && failing.contains("≤ 1.000 ms"), "{failing}");
+    assert!(
+        failing.contains("p99_ms") && failing.contains("≤ 1.000 ms"),
+        "{failing}"
+    );
     assert!(text.contains("PASS  pool-50  min_throughput_rps"), "{text}");
     assert!(text.contains("gate: FAIL — 1 of"), "{text}");
 }
@@ -78,8 +108,14 @@ fn an_invalid_run_fails_with_its_reason() {
         .find(|l| l.contains("FAIL") && l.contains("valid"))
         .map(str::to_string)
         .expect("a failed validity check");
-    assert!(line.contains("pool-50") && line.contains("INVALID"), "{line}");
-    assert!(line.contains("generator late"), "the reason is given: {line}");
+    assert!(
+        line.contains("pool-50") && line.contains("INVALID"),
+        "{line}"
+    );
+    assert!(
+        line.contains("generator late"),
+        "the reason is given: {line}"
+    );
 }
 
 #[test]
@@ -125,7 +161,11 @@ fn a_budget_matching_no_variant_or_request_exits_2() {
     );
     let out = apibench(&["gate", &run("run-a"), "--budgets", &budgets], &[]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains(&format!("{budgets}:5:")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{budgets}:5:")),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("node*"), "{}", stderr(&out));
 
     let budgets = write(
@@ -144,13 +184,19 @@ fn missing_or_corrupt_results_exit_2_naming_the_file() {
     let budgets = write(tmp.path(), "budgets.toml", GENEROUS);
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    let out = apibench(&["gate", &empty.display().to_string(), "--budgets", &budgets], &[]);
+    let out = apibench(
+        &["gate", &empty.display().to_string(), "--budgets", &budgets],
+        &[],
+    );
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("summary.json"), "{}", stderr(&out));
 
     let copy = copy_fixture("run-a", tmp.path());
     std::fs::write(copy.join("summary.json"), "{\"schema_version\": 1,").expect("corrupt");
-    let out = apibench(&["gate", &copy.display().to_string(), "--budgets", &budgets], &[]);
+    let out = apibench(
+        &["gate", &copy.display().to_string(), "--budgets", &budgets],
+        &[],
+    );
     assert_eq!(code(&out), 2);
     assert!(
         stderr(&out).contains(&copy.join("summary.json").display().to_string()),
@@ -159,7 +205,12 @@ fn missing_or_corrupt_results_exit_2_naming_the_file() {
     );
 
     let out = apibench(
-        &["gate", &run("run-a"), "--budgets", &tmp.path().join("nope.toml").display().to_string()],
+        &[
+            "gate",
+            &run("run-a"),
+            "--budgets",
+            &tmp.path().join("nope.toml").display().to_string(),
+        ],
         &[],
     );
     assert_eq!(code(&out), 2);
@@ -171,7 +222,14 @@ fn a_baseline_fails_regressions_beyond_noise_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let budgets = write(tmp.path(), "budgets.toml", GENEROUS);
     let out = apibench(
-        &["gate", &run("run-b"), "--budgets", &budgets, "--baseline", &run("run-a")],
+        &[
+            "gate",
+            &run("run-b"),
+            "--budgets",
+            &budgets,
+            "--baseline",
+            &run("run-a"),
+        ],
         &[],
     );
     assert_eq!(code(&out), 1, "stdout: {}", stdout(&out));
@@ -182,15 +240,30 @@ fn a_baseline_fails_regressions_beyond_noise_only() {
             .unwrap_or_else(|| panic!("no {variant} {check} line in\n{text}"))
             .to_string()
     };
-    assert!(line("pool-50", "p99 vs baseline").trim_start().starts_with("FAIL"));
+    assert!(
+        line("pool-50", "p99 vs baseline")
+            .trim_start()
+            .starts_with("FAIL")
+    );
     assert!(line("pool-50", "p99 vs baseline").contains("regressed"));
-    assert!(line("pool-10", "p99 vs baseline").trim_start().starts_with("PASS"));
+    assert!(
+        line("pool-10", "p99 vs baseline")
+            .trim_start()
+            .starts_with("PASS")
+    );
     assert!(line("pool-10", "p99 vs baseline").contains("improved"));
     assert!(line("pool-10", "p50 vs baseline").contains("within noise"));
 
     // The same run against itself never regresses.
     let out = apibench(
-        &["gate", &run("run-a"), "--budgets", &budgets, "--baseline", &run("run-a")],
+        &[
+            "gate",
+            &run("run-a"),
+            "--budgets",
+            &budgets,
+            "--baseline",
+            &run("run-a"),
+        ],
         &[],
     );
     assert_eq!(code(&out), 0, "stdout: {}", stdout(&out));
@@ -218,7 +291,11 @@ fn assert_well_formed_xml(xml: &str) {
         }
         let end = rest[start..].find('>').expect("tag closes") + start;
         let tag = &rest[start + 1..end];
-        assert_eq!(tag.matches('"').count() % 2, 0, "unbalanced quotes in <{tag}>");
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "unbalanced quotes in <{tag}>"
+        );
         assert!(!tag.contains('<'), "'<' inside a tag: {tag}");
         if let Some(name) = tag.strip_prefix('/') {
             assert_eq!(stack.pop().as_deref(), Some(name), "mismatched </{name}>");
@@ -242,7 +319,14 @@ fn junit_xml_is_well_formed_with_one_case_per_check() {
     );
     let junit = tmp.path().join("gate.xml");
     let out = apibench(
-        &["gate", &run("run-single"), "--budgets", &budgets, "--junit", &junit.display().to_string()],
+        &[
+            "gate",
+            &run("run-single"),
+            "--budgets",
+            &budgets,
+            "--junit",
+            &junit.display().to_string(),
+        ],
         &[],
     );
     assert_eq!(code(&out), 1, "stdout: {}", stdout(&out));
@@ -255,11 +339,17 @@ fn junit_xml_is_well_formed_with_one_case_per_check() {
             t.starts_with("PASS") || t.starts_with("FAIL")
         })
         .count();
-    let failures = stdout(&out).lines().filter(|l| l.trim_start().starts_with("FAIL")).count();
+    let failures = stdout(&out)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("FAIL"))
+        .count();
     assert_eq!(xml.matches("<testcase ").count(), checks);
     assert_eq!(xml.matches("<failure ").count(), failures);
     assert!(xml.contains(&format!("tests=\"{checks}\" failures=\"{failures}\"")));
-    assert!(xml.contains("generator late"), "the invalid reason is in the XML");
+    assert!(
+        xml.contains("generator late"),
+        "the invalid reason is in the XML"
+    );
 }
 
 #[test]
@@ -274,7 +364,10 @@ fn the_github_step_summary_gets_a_markdown_section_appended() {
     );
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let md = std::fs::read_to_string(&summary).expect("summary");
-    assert!(md.starts_with("earlier step\n"), "appended, not overwritten");
+    assert!(
+        md.starts_with("earlier step\n"),
+        "appended, not overwritten"
+    );
     assert!(md.contains("## apibench gate: ✅ PASS"), "{md}");
     assert!(md.contains("| | check | value | limit | note |"), "{md}");
     assert!(md.contains("pool-50 p99_ms"), "{md}");

@@ -37,7 +37,10 @@ fn report_holds_every_section_and_no_url_or_script() {
         "requests",
         "generator",
     ] {
-        assert!(html.contains(&format!("id=\"{id}\"")), "section {id} missing");
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "section {id} missing"
+        );
     }
     // Header facts, and a latency never without its rate.
     for fact in [
@@ -52,7 +55,10 @@ fn report_holds_every_section_and_no_url_or_script() {
     ] {
         assert!(html.contains(fact), "header lacks {fact}");
     }
-    assert!(html.contains("pool-10 @ 50 req/s"), "chart legends carry the rate");
+    assert!(
+        html.contains("pool-10 @ 50 req/s"),
+        "chart legends carry the rate"
+    );
     // Charts: spectrum, p50, p99, throughput, 4 resource charts, with titles and axis units.
     assert!(html.matches("<svg").count() >= 8, "charts are inline SVG");
     for label in [
@@ -71,7 +77,9 @@ fn report_holds_every_section_and_no_url_or_script() {
     assert!(html.contains("class=\"spread\" title=\"min–max over repetitions\""));
     // Self-contained: nothing to fetch, nothing to run.
     let lower = html.to_ascii_lowercase();
-    for forbidden in ["http://", "https://", "<script", "<link", "<img", "<iframe", "@import", "url("] {
+    for forbidden in [
+        "http://", "https://", "<script", "<link", "<img", "<iframe", "@import", "url(",
+    ] {
         assert!(!lower.contains(forbidden), "the page contains {forbidden}");
     }
     // Each variant keeps its colour: the swatch colour appears in the charts too.
@@ -103,7 +111,11 @@ fn reference_flag_sets_the_ratio_base() {
     let out = report(&run, &["--reference", "pool-99"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("pool-99"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("pool-10, pool-50"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pool-10, pool-50"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// An existing report, then a broken input: exit 2, the file named, the old page untouched.

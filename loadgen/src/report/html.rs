@@ -118,7 +118,7 @@ fn percent_cell(spread: Option<Spread>) -> String {
 }
 
 fn ratio_cell(value: Option<f64>, reference: Option<f64>, is_reference: bool) -> String {
-    if is_reference {
+    if is_reference && value.is_some() {
         return "<td title=\"the reference\">1.00× <small class=\"spread\">reference</small></td>"
             .into();
     }
@@ -134,7 +134,7 @@ fn spread(v: &VariantSummary, f: impl Fn(&Measurement) -> Option<f64>) -> Option
 }
 
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)
