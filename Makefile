@@ -32,8 +32,9 @@ test: test-rust test-node test-parity ## every test: Rust unit/integration tests
 test-rust:
 	$(CARGO) test --workspace --all-targets
 
-test-node: node-deps
-	cd baselines/node && npm test
+test-node: node-deps ## the Node.js baseline's own tests, with a throwaway PostgreSQL (or DATABASE_URL)
+	$(CARGO) build -q -p pgprovision --bin with-postgres
+	cd baselines/node && ../../target/debug/with-postgres npm test
 
 test-parity: node-deps ## the HTTP contract suite (api/tests/contract.rs) against the Node.js baseline
 	CONTRACT_TARGET=node $(CARGO) test -p api --test contract
