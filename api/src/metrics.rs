@@ -93,24 +93,34 @@ pub async fn record(request: Request, next: Next) -> Response {
     let endpoint = response
         .extensions()
         .get::<RouteTemplate>()
-        .map_or(UNMATCHED, |t| t.0.as_str())
-        .to_owned();
-    let method = method.as_str().to_owned();
-    let status = response.status().as_u16().to_string();
+        .map_or(UNMATCHED, |t| t.0.as_str());
+    record_request(
+        endpoint,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// One request's metric update: `api_request_duration_seconds` and `api_requests_total`.
+/// The middleware's whole per-request cost; public so `benches/` times exactly this.
+pub fn record_request(endpoint: &str, method: &str, status: u16, elapsed_secs: f64) {
+    let endpoint = endpoint.to_owned();
+    let method = method.to_owned();
     metrics::histogram!(
         "api_request_duration_seconds",
         "endpoint" => endpoint.clone(),
         "method" => method.clone()
     )
-    .record(started.elapsed().as_secs_f64());
+    .record(elapsed_secs);
     metrics::counter!(
         "api_requests_total",
         "endpoint" => endpoint,
         "method" => method,
-        "status" => status
+        "status" => status.to_string()
     )
     .increment(1);
-    response
 }
 
 /// `GET /metrics`: the pool gauges are refreshed, then everything is rendered.

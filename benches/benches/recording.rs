@@ -4,31 +4,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use api::metrics::record_request;
 use apibench_benches::criterion_config;
 use criterion::{Criterion, criterion_group, criterion_main};
 use loadgen::recorder::{new_histogram, record_clamped};
 use loadgen::schedule::{self, Schedule, SchedulePlan, Stage};
-
-/// The labels and the update of `api::metrics::record` (that middleware is not callable on its
-/// own): owned label values built per request, one histogram record, one counter increment.
-fn record_request(endpoint: &str, method: &str, status: u16, elapsed_secs: f64) {
-    let endpoint = endpoint.to_owned();
-    let method = method.to_owned();
-    let status = status.to_string();
-    metrics::histogram!(
-        "api_request_duration_seconds",
-        "endpoint" => endpoint.clone(),
-        "method" => method.clone()
-    )
-    .record(elapsed_secs);
-    metrics::counter!(
-        "api_requests_total",
-        "endpoint" => endpoint,
-        "method" => method,
-        "status" => status
-    )
-    .increment(1);
-}
 
 /// What does the API's per-request Prometheus update (counter + histogram) cost?
 fn metrics_record(c: &mut Criterion) {
