@@ -6,7 +6,7 @@ CARGO    ?= cargo
 SCENARIO ?= scenarios/quick.toml
 RELEASE  := target/release
 
-.PHONY: help bench bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
+.PHONY: help bench bench-check bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,8 +29,14 @@ bench-ci: build-release ## CI: run scenarios/smoke.toml into $(CI_RUN), then gat
 
 test: test-rust test-node test-parity ## every test: Rust unit/integration tests, the Node baseline, HTTP parity, benches once
 
+# --all-targets includes benches/: cargo runs each criterion bench once in its test mode (the
+# same check as `cargo bench --workspace -- --test`, on the debug build instead of a second,
+# optimized build of the whole workspace — that alone is ~10 minutes on 2 cores).
 test-rust:
 	$(CARGO) test --workspace --all-targets
+
+bench-check: ## `cargo bench --workspace -- --test`: every criterion bench once, optimized build
+	$(CARGO) bench --workspace -- --test
 
 test-node: node-deps ## the Node.js baseline's own tests, with a throwaway PostgreSQL (or DATABASE_URL)
 	$(CARGO) build -q -p pgprovision --bin with-postgres

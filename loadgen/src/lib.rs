@@ -25,6 +25,7 @@ pub mod engine;
 pub mod environment;
 pub mod gate;
 pub mod knobs;
+pub mod migration;
 pub mod noise;
 pub mod output;
 pub mod recorder;

@@ -137,5 +137,41 @@ pub fn summary_table(summary: &Summary) -> String {
     if summary.partial {
         out.push_str("PARTIAL: the run was interrupted; figures cover what was measured\n");
     }
+    out.push_str(&ramp_table(summary));
+    if let Some(table) = crate::migration::table(summary) {
+        out.push_str(&crate::migration::render_text(&table));
+    }
+    out
+}
+
+/// The `[find_max]` ramp per variant: each stage's p99 at its rate, and the maximum.
+fn ramp_table(summary: &Summary) -> String {
+    if summary.variants.iter().all(|v| v.figures.stages.is_empty()) {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nmax sustainable throughput (ramp; p99 per stage at its rate, ✓ = within budget)\n",
+    );
+    for v in &summary.variants {
+        let stages: Vec<String> = v
+            .figures
+            .stages
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.0}/s {} {}",
+                    s.rate_per_sec,
+                    format_us(s.p99_us),
+                    if s.within_budget { "✓" } else { "✗" }
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<18} {:>26}  {}\n",
+            v.name,
+            crate::migration::max_sustainable_text(v),
+            stages.join(" · ")
+        ));
+    }
     out
 }

@@ -104,6 +104,77 @@ pub struct Measurement {
     /// Sends after the warm-up.
     pub sends: u64,
     pub files: MeasurementFiles,
+    /// Node targets: GC pause time during the measured phase (`nodejs_gc_duration_seconds_sum`
+    /// after minus before), ms. `None` for targets without a GC (the Rust API) or without
+    /// `/metrics`.
+    #[serde(default)]
+    pub gc_pause_total_ms: Option<f64>,
+    /// Node targets: GC pauses during the measured phase (`nodejs_gc_duration_seconds_count`).
+    #[serde(default)]
+    pub gc_pauses: Option<u64>,
+    /// `[find_max]` scenarios: one entry per ramp stage that ran, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageFigures>,
+    /// `[find_max]` scenarios: the highest stage rate within the budget (see [`max_sustainable_rps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sustainable_rps: Option<f64>,
+}
+
+/// One stage of a `[find_max]` ramp, measured after its settle period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageFigures {
+    /// The stage's scheduled rate.
+    pub rate_per_sec: f64,
+    /// Completed requests per second after the settle period.
+    pub achieved_rps: f64,
+    pub p99_us: u64,
+    pub requests: u64,
+    pub error_rate: f64,
+    /// The generator kept its schedule (see `invalid_reason` of a measurement).
+    pub generator_valid: bool,
+    /// p99 ≤ budget, error rate < the maximum, and the generator valid.
+    pub within_budget: bool,
+}
+
+/// The `[find_max]` budget a stage must stay within.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StageBudget {
+    pub p99_budget_us: u64,
+    /// Exclusive: a stage passes with an error rate strictly below this.
+    pub max_error_rate: f64,
+}
+
+impl StageBudget {
+    /// Whether a stage with these figures is sustainable.
+    pub fn admits(
+        &self,
+        p99_us: u64,
+        error_rate: f64,
+        generator_valid: bool,
+        requests: u64,
+    ) -> bool {
+        requests > 0
+            && generator_valid
+            && p99_us <= self.p99_budget_us
+            && error_rate < self.max_error_rate
+    }
+}
+
+/// The highest stage rate that stayed within its budget; `None` when no stage did.
+/// A passing stage above a failing one still counts: the budget is judged per stage.
+pub fn max_sustainable_rps(stages: &[StageFigures]) -> Option<f64> {
+    stages
+        .iter()
+        .filter(|s| s.within_budget)
+        .map(|s| s.rate_per_sec)
+        .max_by(f64::total_cmp)
+}
+
+/// Which variants the seed's before/after table compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationPair {
+    pub before: String,
+    pub after: String,
 }
 
 /// One variant in `summary.json`. The figures at the top level are, with `--repeat N`, medians
@@ -133,6 +204,9 @@ pub struct Summary {
     pub started_at: String,
     pub finished_at: String,
     pub variants: Vec<VariantSummary>,
+    /// The scenario's `migration_table`, when it set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_table: Option<MigrationPair>,
 }
 
 /// Environment facts in `run.json`.
@@ -166,6 +240,18 @@ pub struct LoadInfo {
     pub think_time_ms: u64,
     pub request_timeout_ms: u64,
     pub latency_origin: String,
+    /// The `[find_max]` ramp as run, when the scenario has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find_max: Option<FindMaxInfo>,
+}
+
+/// `[find_max]` in `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindMaxInfo {
+    pub budget: StageBudget,
+    pub settle_ms: u64,
+    pub stop_after_failures: u32,
+    pub stages: Vec<Stage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -338,6 +424,7 @@ mod tests {
                 figures: m.clone(),
                 repetitions: vec![m],
             }],
+            migration_table: None,
         };
         let text = serde_json::to_string_pretty(&summary).expect("serializes");
         let value: Value = serde_json::from_str(&text).expect("json");
@@ -384,5 +471,76 @@ mod tests {
         assert!(!agg.valid);
         assert_eq!(agg.invalid_reason.as_deref(), Some("late"));
         assert_eq!(agg.requests, 1000);
+    }
+}
+
+#[cfg(test)]
+mod max_sustainable_tests {
+    use super::*;
+
+    const BUDGET: StageBudget = StageBudget {
+        p99_budget_us: 50_000,
+        max_error_rate: 0.001,
+    };
+
+    fn stage(rate: f64, p99_us: u64, error_rate: f64, generator_valid: bool) -> StageFigures {
+        StageFigures {
+            rate_per_sec: rate,
+            achieved_rps: rate,
+            p99_us,
+            requests: 1000,
+            error_rate,
+            generator_valid,
+            within_budget: BUDGET.admits(p99_us, error_rate, generator_valid, 1000),
+        }
+    }
+
+    #[test]
+    fn the_highest_stage_within_budget_wins() {
+        let stages = [
+            stage(200.0, 3_000, 0.0, true),
+            stage(400.0, 9_000, 0.0, true),
+            stage(800.0, 400_000, 0.0, true),
+        ];
+        assert_eq!(max_sustainable_rps(&stages), Some(400.0));
+    }
+
+    #[test]
+    fn the_budget_is_inclusive_for_p99_and_exclusive_for_errors() {
+        assert!(BUDGET.admits(50_000, 0.0, true, 10));
+        assert!(!BUDGET.admits(50_001, 0.0, true, 10));
+        assert!(BUDGET.admits(1_000, 0.000_9, true, 10));
+        assert!(!BUDGET.admits(1_000, 0.001, true, 10));
+    }
+
+    #[test]
+    fn an_invalid_generator_or_an_empty_stage_disqualifies_it() {
+        let stages = [
+            stage(200.0, 3_000, 0.0, true),
+            stage(400.0, 3_000, 0.0, false),
+        ];
+        assert_eq!(max_sustainable_rps(&stages), Some(200.0));
+        assert!(!BUDGET.admits(1_000, 0.0, true, 0));
+    }
+
+    #[test]
+    fn no_stage_within_budget_means_none() {
+        let stages = [
+            stage(200.0, 90_000, 0.0, true),
+            stage(400.0, 1_000, 0.5, true),
+        ];
+        assert_eq!(max_sustainable_rps(&stages), None);
+        assert_eq!(max_sustainable_rps(&[]), None);
+    }
+
+    #[test]
+    fn a_passing_stage_above_a_failing_one_counts() {
+        // A hiccup at 400/s does not cap the result at 200/s when 800/s passed.
+        let stages = [
+            stage(200.0, 3_000, 0.0, true),
+            stage(400.0, 60_000, 0.0, true),
+            stage(800.0, 8_000, 0.0, true),
+        ];
+        assert_eq!(max_sustainable_rps(&stages), Some(800.0));
     }
 }

@@ -1,5 +1,7 @@
 //! `apibench run`: scenario → database → for each repetition and variant: fresh database copy,
-//! target start, load phase with sampling, target stop → result files → summary table.
+//! target start, load phase with sampling (plus, for Node, its GC counters before and after),
+//! the `[find_max]` ramp when the scenario has one (each stage a load phase of its own on the
+//! same running target), target stop → result files → summary table.
 //!
 //! Cancellation (Ctrl-C) arrives as a `watch` channel turning true: the current load phase stops,
 //! everything measured so far is written with `partial: true`, the target and the database are
@@ -10,11 +12,14 @@ use crate::database::{DatabaseError, Databases};
 use crate::engine::{self, EngineError, LoadPlan};
 use crate::recorder::{Collector, Recording};
 use crate::results::{
-    self, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo, RequestSummary,
-    RunInfo, ScenarioInfo, Summary, VariantInfo, VariantSummary,
+    self, FindMaxInfo, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo,
+    RequestSummary, RunInfo, ScenarioInfo, StageBudget, StageFigures, Summary, VariantInfo,
+    VariantSummary,
 };
 use crate::sampler::{self, ResourceSummary, Watched};
-use crate::scenario::{self, LoadModel, Scenario, ScenarioError, TargetSpec, VariantSpec};
+use crate::scenario::{
+    self, FindMaxSpec, LoadModel, Scenario, ScenarioError, TargetSpec, VariantSpec,
+};
 use crate::schedule::{SchedulePlan, Stage};
 use crate::target::{self, TargetEnv, TargetError};
 use crate::template::SharedTemplateState;
@@ -176,6 +181,12 @@ fn run_info(
             think_time_ms: millis(load.think_time),
             request_timeout_ms: millis(load.request_timeout),
             latency_origin: latency_origin(load.model).to_string(),
+            find_max: scenario.find_max.as_ref().map(|f| FindMaxInfo {
+                budget: f.budget,
+                settle_ms: millis(f.settle),
+                stop_after_failures: f.stop_after_failures,
+                stages: f.stages.clone(),
+            }),
         },
         requests: scenario
             .requests
@@ -344,6 +355,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         repeat,
         started_at: started_at.clone(),
         finished_at: now_rfc3339(),
+        migration_table: scenario.migration_table.clone(),
         variants: variants
             .iter()
             .filter_map(|v| {
@@ -377,7 +389,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     })
 }
 
-/// One load phase: one variant, one repetition.
+/// One variant, one repetition: the fixed-rate load phase, then the ramp if any.
 struct Phase<'a> {
     scenario: &'a Scenario,
     variant: &'a VariantSpec,
@@ -424,7 +436,18 @@ impl Phase<'_> {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(running)) => {
-                let measured = self.measure(&running, &dir, cancel.clone()).await;
+                let mut measured = self.measure(&running, &dir, cancel.clone()).await;
+                if let (Ok(m), Some(find_max)) = (&mut measured, &self.scenario.find_max)
+                    && !m.partial
+                {
+                    match self.find_max(&running, find_max, cancel.clone()).await {
+                        Ok(stages) => {
+                            m.max_sustainable_rps = results::max_sustainable_rps(&stages);
+                            m.stages = stages;
+                        }
+                        Err(e) => measured = Err(e),
+                    }
+                }
                 running.stop().await;
                 measured.map(Some)
             }
@@ -433,6 +456,156 @@ impl Phase<'_> {
             db.drop_copy(&name).await;
         }
         result
+    }
+
+    /// The progress label: the variant, its repetition, and `suffix` (a ramp stage).
+    fn label(&self, suffix: &str) -> String {
+        let mut label = self.variant.name.clone();
+        if self.repeat > 1 {
+            label.push_str(&format!(" #{}", self.repetition));
+        }
+        label + suffix
+    }
+
+    /// GC totals of a Node target (`None` for other kinds, or when `/metrics` cannot be read).
+    async fn gc_totals(&self, running: &target::RunningTarget) -> Option<target::GcTotals> {
+        if !matches!(self.variant.target, TargetSpec::Node) {
+            return None;
+        }
+        let totals = target::scrape_gc_totals(&running.base_url).await;
+        if totals.is_none() {
+            tracing::warn!(
+                "{}: no nodejs_gc_duration_seconds in /metrics; GC pauses not recorded",
+                self.variant.name
+            );
+        }
+        totals
+    }
+
+    /// Sends one schedule's load to the target and returns what the collector recorded.
+    /// `phase_salt` keeps the request sequence of each phase (fixed rate, ramp stages) distinct.
+    async fn drive(
+        &self,
+        running: &target::RunningTarget,
+        plan: &SchedulePlan,
+        phase_salt: u64,
+        collector: Collector,
+        sink: std::sync::mpsc::Sender<Vec<crate::recorder::Sample>>,
+        cancel: watch::Receiver<bool>,
+    ) -> (Recording, Result<engine::EngineOutcome, EngineError>) {
+        let scenario = self.scenario;
+        let load = LoadPlan {
+            model: scenario.load.model,
+            users: scenario.load.users,
+            schedule: plan.clone(),
+            think_time: scenario.load.think_time,
+            request_timeout: scenario.load.request_timeout,
+            seed: scenario.data.seed ^ u64::from(self.repetition) ^ (phase_salt << 32),
+            requests: Arc::new(scenario.requests.clone()),
+            templates: Arc::new(SharedTemplateState {
+                users: scenario.data.users,
+                posts: scenario.data.posts,
+                // Phase 0 keeps the plain nonce; ramp stages get their own (unique emails).
+                run_nonce: if phase_salt == 0 {
+                    format!("{}{}", self.nonce, self.repetition)
+                } else {
+                    format!("{}{}p{phase_salt}", self.nonce, self.repetition)
+                },
+                seq: AtomicU64::new(1),
+            }),
+        };
+        let outcome = engine::run(load, &running.base_url, sink, cancel, None).await;
+        let recording = tokio::task::spawn_blocking(move || collector.finish())
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("the collector thread panicked");
+                crate::recorder::Collector::start(Vec::new(), Instant::now())
+                    .0
+                    .finish()
+            });
+        (recording, outcome)
+    }
+
+    /// The second phase: each ramp stage as a load phase of its own (its settle period is the
+    /// warm-up, so it is excluded), until `stop_after_failures` consecutive stages fail.
+    async fn find_max(
+        &self,
+        running: &target::RunningTarget,
+        find_max: &FindMaxSpec,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Vec<StageFigures>, RunError> {
+        let names: Vec<String> = self
+            .scenario
+            .requests
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let mut figures = Vec::new();
+        let mut consecutive_failures = 0;
+        for (index, stage) in find_max.stages.iter().enumerate() {
+            if *cancel.borrow() {
+                break;
+            }
+            let plan = SchedulePlan::new(
+                find_max.settle,
+                &[Stage {
+                    rate_per_sec: stage.rate_per_sec,
+                    duration: stage.duration.saturating_sub(find_max.settle),
+                }],
+            );
+            let (collector, sink) = Collector::start(names.clone(), Instant::now());
+            let label = self.label(&format!(" ramp {:.0}/s", stage.rate_per_sec));
+            let progress =
+                output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
+            let salt = u64::try_from(index).unwrap_or(0) + 1;
+            let (recording, outcome) = self
+                .drive(running, &plan, salt, collector, sink, cancel.clone())
+                .await;
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    progress.finish("failed");
+                    return Err(e.into());
+                }
+            };
+            if outcome.cancelled {
+                progress.finish("interrupted");
+                break;
+            }
+            let m = build_measurement(
+                &recording,
+                &plan,
+                LoadModel::Open,
+                &ResourceSummary::default(),
+                false,
+                MeasurementFiles::default(),
+            );
+            let stage_result = stage_figures(stage, &m, &find_max.budget);
+            progress.finish(&format!(
+                "{:.1} req/s, p99 {} at {:.0}/s, errors {:.2} % — {}",
+                stage_result.achieved_rps,
+                output::format_us(stage_result.p99_us),
+                stage.rate_per_sec,
+                stage_result.error_rate * 100.0,
+                if stage_result.within_budget {
+                    "within budget"
+                } else {
+                    "over budget"
+                }
+            ));
+            consecutive_failures = if stage_result.within_budget {
+                0
+            } else {
+                consecutive_failures + 1
+            };
+            figures.push(stage_result);
+            if find_max.stop_after_failures > 0
+                && consecutive_failures >= find_max.stop_after_failures
+            {
+                break;
+            }
+        }
+        Ok(figures)
     }
 
     async fn measure(
@@ -457,37 +630,13 @@ impl Phase<'_> {
         let sampler_csv = csv_path.clone();
         let sampler_task =
             tokio::spawn(async move { sampler::run(watched, &sampler_csv, sampler_stop_rx).await });
-        let label = if self.repeat > 1 {
-            format!("{} #{}", self.variant.name, self.repetition)
-        } else {
-            self.variant.name.clone()
-        };
+        let label = self.label("");
         let progress =
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
-        let load = LoadPlan {
-            model: scenario.load.model,
-            users: scenario.load.users,
-            schedule: plan.clone(),
-            think_time: scenario.load.think_time,
-            request_timeout: scenario.load.request_timeout,
-            seed: scenario.data.seed ^ u64::from(self.repetition),
-            requests: Arc::new(scenario.requests.clone()),
-            templates: Arc::new(SharedTemplateState {
-                users: scenario.data.users,
-                posts: scenario.data.posts,
-                run_nonce: format!("{}{}", self.nonce, self.repetition),
-                seq: AtomicU64::new(1),
-            }),
-        };
-        let outcome = engine::run(load, &running.base_url, sink, cancel, None).await;
-        let recording = tokio::task::spawn_blocking(move || collector.finish())
-            .await
-            .unwrap_or_else(|_| {
-                tracing::error!("the collector thread panicked");
-                crate::recorder::Collector::start(Vec::new(), Instant::now())
-                    .0
-                    .finish()
-            });
+        // Node's GC counters before and after the measured phase; the difference is the run's.
+        let gc_before = self.gc_totals(running).await;
+        let (recording, outcome) = self.drive(running, &plan, 0, collector, sink, cancel).await;
+        let gc_after = self.gc_totals(running).await;
         let _ = sampler_stop.send(true);
         let resources = match sampler_task.await {
             Ok(Ok(r)) => r,
@@ -533,7 +682,7 @@ impl Phase<'_> {
                 .as_ref()
                 .map(|_| format!("{}/target.log", self.dir_rel)),
         };
-        let measurement = build_measurement(
+        let mut measurement = build_measurement(
             &recording,
             &plan,
             scenario.load.model,
@@ -541,6 +690,11 @@ impl Phase<'_> {
             outcome.cancelled,
             files,
         );
+        if let (Some(before), Some(after)) = (gc_before, gc_after) {
+            let pause = after.since(&before);
+            measurement.gc_pause_total_ms = Some((pause.pause_secs * 1e5).round() / 100.0);
+            measurement.gc_pauses = Some(pause.pauses);
+        }
         progress.finish(&format!(
             "{:.1} req/s, p99 {} {}",
             measurement.throughput_rps,
@@ -650,5 +804,22 @@ pub fn build_measurement(
         backlogged_sends: recording.backlogged_sends,
         sends: recording.sends,
         files,
+        gc_pause_total_ms: None,
+        gc_pauses: None,
+        stages: Vec::new(),
+        max_sustainable_rps: None,
+    }
+}
+
+/// One ramp stage's figures from its measurement (the settle period was its warm-up).
+pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> StageFigures {
+    StageFigures {
+        rate_per_sec: stage.rate_per_sec,
+        achieved_rps: m.throughput_rps,
+        p99_us: m.latency_us.p99,
+        requests: m.requests,
+        error_rate: m.error_rate,
+        generator_valid: m.valid,
+        within_budget: budget.admits(m.latency_us.p99, m.error_rate, m.valid, m.requests),
     }
 }

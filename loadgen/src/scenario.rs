@@ -5,6 +5,7 @@
 //! This module never touches the network, a database or a process: it only reads one file.
 
 use crate::knobs::{self, Knobs};
+use crate::results::{MigrationPair, StageBudget};
 use crate::schedule::Stage;
 use crate::template::Template;
 use serde::Deserialize;
@@ -137,7 +138,28 @@ pub struct Scenario {
     pub load: LoadSpec,
     pub requests: Vec<RequestSpec>,
     pub variants: Vec<VariantSpec>,
+    /// `[find_max]`: a second load phase per variant, a ramp to find its maximum sustainable rate.
+    pub find_max: Option<FindMaxSpec>,
+    /// `migration_table = { before = "…", after = "…" }`: the variants of the seed's table.
+    pub migration_table: Option<MigrationPair>,
 }
+
+/// The ramp of `[find_max]`: run after the fixed-rate phase, on the same running target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindMaxSpec {
+    pub budget: StageBudget,
+    /// The start of every stage that is sent but not measured (queues adjust to the new rate).
+    pub settle: Duration,
+    /// Rising rates; each is run as a load phase of its own (settle + duration).
+    pub stages: Vec<Stage>,
+    /// Stop the ramp after this many consecutive stages over budget (0: run every stage).
+    pub stop_after_failures: u32,
+}
+
+/// The `[find_max]` defaults: the "p99 within 50 ms with under 0.1 % errors".
+pub const DEFAULT_P99_BUDGET_MS: f64 = 50.0;
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.001;
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +176,27 @@ struct RawScenario {
     requests: Vec<Spanned<RawRequest>>,
     #[serde(default)]
     variants: Vec<Spanned<RawVariant>>,
+    #[serde(default)]
+    find_max: Option<Spanned<RawFindMax>>,
+    #[serde(default)]
+    migration_table: Option<Spanned<RawMigrationTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFindMax {
+    p99_budget_ms: Option<Spanned<f64>>,
+    max_error_rate: Option<Spanned<f64>>,
+    settle: Option<Spanned<String>>,
+    stop_after_failures: Option<Spanned<i64>>,
+    stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMigrationTable {
+    before: Spanned<String>,
+    after: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +351,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             })?;
             knobs.insert(key.get_ref().clone(), rendered);
         }
+        check_pool_bounds(&cx, v, &knobs, &name)?;
         if !knobs.is_empty() && !target.needs_database() {
             return Err(cx.err(
                 &raw_variant.span(),
@@ -331,6 +375,35 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         });
     }
 
+    let find_max = match &raw.find_max {
+        None => None,
+        Some(f) => Some(parse_find_max(&cx, f, &load)?),
+    };
+    let migration_table = match &raw.migration_table {
+        None => None,
+        Some(m) => {
+            let m = m.get_ref();
+            for (field, value) in [("before", &m.before), ("after", &m.after)] {
+                let wanted = value.get_ref().trim();
+                if !variants.iter().any(|v| v.name == wanted) {
+                    let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+                    return Err(cx.err(
+                        &value.span(),
+                        &format!("migration_table.{field}"),
+                        &format!(
+                            "`{wanted}` is not a variant; the variants are: {}",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Some(MigrationPair {
+                before: m.before.get_ref().trim().to_string(),
+                after: m.after.get_ref().trim().to_string(),
+            })
+        }
+    };
+
     Ok(Scenario {
         name,
         description: raw.description.unwrap_or_default(),
@@ -340,7 +413,177 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         load,
         requests,
         variants,
+        find_max,
+        migration_table,
     })
+}
+
+/// The knob defaults the pool check assumes (docs/KNOBS.md; both targets share them).
+const DEFAULT_POOL_MAX: i64 = 50;
+const DEFAULT_POOL_MIN: i64 = 10;
+
+/// `pool_min ≤ pool_max`, counting a knob the variant leaves out at its default: both targets
+/// refuse to start otherwise, so a variant with `pool_max = 5` must set `pool_min` as well.
+fn check_pool_bounds(
+    cx: &Cx,
+    raw: &RawVariant,
+    knobs: &Knobs,
+    name: &str,
+) -> Result<(), ScenarioError> {
+    let value = |knob: &str, default: i64| {
+        knobs
+            .get(knob)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(default)
+    };
+    let pool_max = value("pool_max", DEFAULT_POOL_MAX);
+    let pool_min = value("pool_min", DEFAULT_POOL_MIN);
+    if pool_min <= pool_max {
+        return Ok(());
+    }
+    let key_span = |knob: &str| {
+        raw.knobs
+            .keys()
+            .find(|k| k.get_ref() == knob)
+            .map(|k| k.span())
+    };
+    let (span, message) = if knobs.contains_key("pool_min") {
+        (
+            key_span("pool_min").unwrap_or(raw.name.span()),
+            format!(
+                "variant `{name}`: pool_min = {pool_min} is above pool_max = {pool_max}{}; lower pool_min or raise pool_max",
+                if knobs.contains_key("pool_max") {
+                    ""
+                } else {
+                    " (the default)"
+                }
+            ),
+        )
+    } else {
+        (
+            key_span("pool_max").unwrap_or(raw.name.span()),
+            format!(
+                "variant `{name}`: pool_max = {pool_max} is below the default pool_min = {DEFAULT_POOL_MIN}, and both targets refuse pool_min > pool_max; set pool_min too (e.g. pool_min = {pool_max})"
+            ),
+        )
+    };
+    Err(cx.err(&span, "variants.knobs.pool_min", &message))
+}
+
+fn parse_find_max(
+    cx: &Cx,
+    raw: &Spanned<RawFindMax>,
+    load: &LoadSpec,
+) -> Result<FindMaxSpec, ScenarioError> {
+    let f = raw.get_ref();
+    if load.model != LoadModel::Open {
+        return Err(cx.err(
+            &raw.span(),
+            "find_max",
+            "[find_max] ramps an arrival rate; it needs the open model ([load] model = \"open\")",
+        ));
+    }
+    let p99_budget_ms = match &f.p99_budget_ms {
+        None => DEFAULT_P99_BUDGET_MS,
+        Some(b) => {
+            let ms = *b.get_ref();
+            if !(ms.is_finite() && ms > 0.0 && ms <= 3_600_000.0) {
+                return Err(cx.err(
+                    &b.span(),
+                    "find_max.p99_budget_ms",
+                    &format!("must be > 0 milliseconds, got {ms}"),
+                ));
+            }
+            ms
+        }
+    };
+    let max_error_rate = match &f.max_error_rate {
+        None => DEFAULT_MAX_ERROR_RATE,
+        Some(r) => {
+            let rate = *r.get_ref();
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(cx.err(
+                    &r.span(),
+                    "find_max.max_error_rate",
+                    &format!(
+                        "must be a fraction in (0, 1] (0.001 = 0.1 % of requests), got {rate}"
+                    ),
+                ));
+            }
+            rate
+        }
+    };
+    let settle = match &f.settle {
+        None => DEFAULT_SETTLE,
+        Some(s) => duration_field(cx, s, "find_max.settle")?,
+    };
+    let stop_after_failures = match &f.stop_after_failures {
+        None => 1,
+        Some(n) => u32::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| {
+                cx.err(
+                    &n.span(),
+                    "find_max.stop_after_failures",
+                    "must be 0..=1000 (0: run every stage)",
+                )
+            })?,
+    };
+    let Some(raw_stages) = &f.stages else {
+        return Err(cx.err(
+            &raw.span(),
+            "find_max.stages",
+            "missing; add [[find_max.stages]] with rate_per_sec and duration, rising",
+        ));
+    };
+    let stages = parse_stages(cx, raw_stages, "find_max.stages")?;
+    for (stage, raw_stage) in stages.iter().zip(raw_stages.get_ref()) {
+        if stage.duration <= settle {
+            return Err(cx.err(
+                &raw_stage.get_ref().duration.span(),
+                "find_max.stages.duration",
+                &format!(
+                    "must be longer than find_max.settle ({} ms), which is not measured",
+                    settle.as_millis()
+                ),
+            ));
+        }
+    }
+    Ok(FindMaxSpec {
+        budget: StageBudget {
+            p99_budget_us: (p99_budget_ms * 1000.0).round() as u64,
+            max_error_rate,
+        },
+        settle,
+        stages,
+        stop_after_failures,
+    })
+}
+
+/// `[[…stages]]`: a non-empty list of positive rates with positive durations.
+fn parse_stages(
+    cx: &Cx,
+    stages: &Spanned<Vec<Spanned<RawStage>>>,
+    field: &str,
+) -> Result<Vec<Stage>, ScenarioError> {
+    if stages.get_ref().is_empty() {
+        return Err(cx.err(&stages.span(), field, "must not be empty"));
+    }
+    let mut out = Vec::new();
+    for stage in stages.get_ref() {
+        let s = stage.get_ref();
+        let duration_name = format!("{field}.duration");
+        let duration = duration_field(cx, &s.duration, &duration_name)?;
+        if duration.is_zero() {
+            return Err(cx.err(&s.duration.span(), &duration_name, "must be > 0"));
+        }
+        out.push(Stage {
+            rate_per_sec: rate_field(cx, &s.rate_per_sec, &format!("{field}.rate_per_sec"))?,
+            duration,
+        });
+    }
+    Ok(out)
 }
 
 /// Parses a duration: `"20s"`, `"1m30s"`, `"500ms"`, `"2h"`, sums of integer parts.
@@ -555,26 +798,7 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
                         "[[load.stages]] replace rate_per_sec and duration; remove one of them",
                     ));
                 }
-                if stages.get_ref().is_empty() {
-                    return Err(cx.err(&stages.span(), "load.stages", "must not be empty"));
-                }
-                let mut out = Vec::new();
-                for stage in stages.get_ref() {
-                    let s = stage.get_ref();
-                    let duration = duration_field(cx, &s.duration, "load.stages.duration")?;
-                    if duration.is_zero() {
-                        return Err(cx.err(
-                            &s.duration.span(),
-                            "load.stages.duration",
-                            "must be > 0",
-                        ));
-                    }
-                    out.push(Stage {
-                        rate_per_sec: rate_field(cx, &s.rate_per_sec, "load.stages.rate_per_sec")?,
-                        duration,
-                    });
-                }
-                out
+                parse_stages(cx, stages, "load.stages")?
             } else {
                 let Some(rate) = &load.rate_per_sec else {
                     return Err(cx.err(

@@ -313,3 +313,103 @@ fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
+
+/// Cumulative GC pause figures of a Node process (prom-client's `nodejs_gc_duration_seconds`,
+/// summed over the `kind` labels).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GcTotals {
+    pub pause_secs: f64,
+    pub pauses: u64,
+}
+
+impl GcTotals {
+    /// What happened between `earlier` and `self` (counters only grow; a restart reads as 0).
+    pub fn since(&self, earlier: &GcTotals) -> GcTotals {
+        GcTotals {
+            pause_secs: (self.pause_secs - earlier.pause_secs).max(0.0),
+            pauses: self.pauses.saturating_sub(earlier.pauses),
+        }
+    }
+}
+
+/// Reads the GC totals out of a Prometheus text exposition; `None` when it has none.
+pub fn parse_gc_totals(text: &str) -> Option<GcTotals> {
+    let mut totals = GcTotals::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let Some((name_and_labels, value)) = line.trim().rsplit_once(' ') else {
+            continue;
+        };
+        let name = name_and_labels
+            .split('{')
+            .next()
+            .unwrap_or(name_and_labels)
+            .trim();
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        match name {
+            "nodejs_gc_duration_seconds_sum" => {
+                totals.pause_secs += value;
+                seen = true;
+            }
+            "nodejs_gc_duration_seconds_count" => {
+                totals.pauses += value.max(0.0) as u64;
+                seen = true;
+            }
+            _ => {}
+        }
+    }
+    seen.then_some(totals)
+}
+
+/// Scrapes `{base_url}/metrics` for the GC totals (best effort: `None` when it cannot be read).
+pub async fn scrape_gc_totals(base_url: &str) -> Option<GcTotals> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    // prom-client emits a `kind` series only once that kind of GC has happened: a reachable
+    // `/metrics` without the lines means no pause yet, not "unknown".
+    Some(parse_gc_totals(&response.text().await.ok()?).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_totals_sum_every_kind_and_ignore_buckets() {
+        let text = "# HELP nodejs_gc_duration_seconds Garbage collection duration by kind\n\
+# TYPE nodejs_gc_duration_seconds histogram\n\
+nodejs_gc_duration_seconds_bucket{le=\"0.001\",kind=\"minor\"} 7\n\
+nodejs_gc_duration_seconds_sum{kind=\"minor\"} 0.25\n\
+nodejs_gc_duration_seconds_count{kind=\"minor\"} 10\n\
+nodejs_gc_duration_seconds_sum{kind=\"major\"} 0.5\n\
+nodejs_gc_duration_seconds_count{kind=\"major\"} 2\n\
+api_requests_total{route=\"/api/posts\"} 99\n";
+        let totals = parse_gc_totals(text).expect("has GC lines");
+        assert!((totals.pause_secs - 0.75).abs() < 1e-9);
+        assert_eq!(totals.pauses, 12);
+        let later = GcTotals {
+            pause_secs: 1.0,
+            pauses: 20,
+        };
+        assert_eq!(later.since(&totals).pauses, 8);
+        assert!((later.since(&totals).pause_secs - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_server_without_gc_metrics_has_no_totals() {
+        assert_eq!(parse_gc_totals("api_requests_total 5\n"), None);
+        assert_eq!(parse_gc_totals(""), None);
+    }
+}

@@ -224,6 +224,7 @@ fn write_run(run_dir: &Path, repeat: u32, variants: &[(&str, Behaviour)], seed: 
         started_at: started_at.clone(),
         finished_at: finished_at.clone(),
         variants: summaries,
+        migration_table: None,
     };
     write_json(&run_dir.join("summary.json"), &summary);
     let info = RunInfo {
@@ -277,6 +278,7 @@ fn write_run(run_dir: &Path, repeat: u32, variants: &[(&str, Behaviour)], seed: 
             duration_ms: 6000,
             think_time_ms: 0,
             request_timeout_ms: 5000,
+            find_max: None,
             latency_origin: "scheduled".into(),
         },
         requests: vec![

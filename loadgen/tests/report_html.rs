@@ -198,3 +198,66 @@ fn not_a_run_directory_exits_2() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("/nonexistent/apibench-run"));
 }
+
+#[test]
+fn the_migration_section_appears_when_the_run_names_a_before_and_after() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = copy_fixture("run-a", tmp.path());
+    // Without a before/after pair (variants pool-10 / pool-50, no migration_table): no section.
+    let out = report(&run, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index.html");
+    assert!(!html.contains("id=\"migration\""));
+
+    // Make pool-10 a Node "before" with GC and a ramp, pool-50 the Rust "after".
+    let path = run.join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    summary["migration_table"] = serde_json::json!({"before": "pool-10", "after": "pool-50"});
+    let stage = |rate: f64, p99_us: u64, ok: bool| {
+        serde_json::json!({"rate_per_sec": rate, "achieved_rps": rate, "p99_us": p99_us,
+            "requests": 1000, "error_rate": 0.0, "generator_valid": true, "within_budget": ok})
+    };
+    let variants = summary["variants"].as_array_mut().expect("variants");
+    variants[0]["target_kind"] = "node".into();
+    variants[0]["gc_pause_total_ms"] = 123.4.into();
+    variants[0]["gc_pauses"] = 56.into();
+    variants[0]["max_sustainable_rps"] = 200.0.into();
+    variants[0]["stages"] =
+        serde_json::json!([stage(200.0, 9_000, true), stage(400.0, 90_000, false)]);
+    variants[1]["max_sustainable_rps"] = 800.0.into();
+    variants[1]["stages"] = serde_json::json!([
+        stage(200.0, 2_000, true),
+        stage(400.0, 3_000, true),
+        stage(800.0, 6_000, true),
+        stage(1600.0, 70_000, false)
+    ]);
+    std::fs::write(&path, summary.to_string()).expect("write");
+
+    let out = report(&run, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index.html");
+    assert!(
+        html.contains("id=\"migration\""),
+        "migration section missing"
+    );
+    for fact in [
+        "Migration: pool-10 → pool-50",
+        "throughput (max sustainable)",
+        "200 req/s",
+        "800 req/s",
+        "×4.0",
+        "20x",
+        "200 ms → 8 ms",
+        "500 MB → 50 MB",
+        "123.4 ms in 56 pauses",
+        "none (no GC)",
+        "no GC pauses",
+        "Attribution",
+        "→ pool-50",
+        "total",
+    ] {
+        assert!(html.contains(fact), "migration section lacks {fact}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"));
+}

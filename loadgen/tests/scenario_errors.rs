@@ -146,3 +146,119 @@ fn unreadable_file_is_reported() {
     let e = scenario::load(Path::new("/nonexistent/scen.toml")).expect_err("missing file");
     assert!(e.to_string().contains("/nonexistent/scen.toml"));
 }
+
+/// VALID with an `api` target (the request's path is then on line 9) plus `tail` from line 10.
+fn api_scenario(tail: &str) -> String {
+    VALID.replace(
+        "kind = \"url\"\nurl = \"http://127.0.0.1:9\"",
+        "kind = \"api\"",
+    ) + tail
+}
+
+#[test]
+fn a_pool_max_below_the_default_pool_min_asks_for_pool_min() {
+    let e = error_of(&api_scenario(
+        "[[variants]]\nname = \"small\"\nknobs = { pool_max = 5 }\n",
+    ));
+    assert_names(&e, 12, "variants.knobs.pool_min");
+    assert!(e.contains("set pool_min too"), "{e}");
+    assert!(e.contains("pool_max = 5"), "{e}");
+}
+
+#[test]
+fn an_explicit_pool_min_above_pool_max_is_refused() {
+    let e = error_of(&api_scenario(
+        "[[variants]]\nname = \"a\"\ntarget = { kind = \"node\" }\nknobs = { pool_max = 20, pool_min = 30 }\n",
+    ));
+    assert_names(&e, 13, "variants.knobs.pool_min");
+    assert!(e.contains("pool_min = 30 is above pool_max = 20"), "{e}");
+    // The default pool_max (50) counts too.
+    let e = error_of(&api_scenario(
+        "[[variants]]\nname = \"a\"\nknobs = { pool_min = 60 }\n",
+    ));
+    assert_names(&e, 12, "variants.knobs.pool_min");
+}
+
+#[test]
+fn a_small_pool_with_its_own_pool_min_parses() {
+    let s = scenario::parse(
+        &api_scenario("[[variants]]\nname = \"a\"\nknobs = { pool_max = 5, pool_min = 5 }\n"),
+        Path::new("scen.toml"),
+    )
+    .expect("pool_min = pool_max is fine");
+    assert_eq!(s.variants[0].knobs["pool_min"], "5");
+}
+
+const RAMP: &str = "[find_max]\n[[find_max.stages]]\nrate_per_sec = 100\nduration = \"8s\"\n[[find_max.stages]]\nrate_per_sec = 400\nduration = \"8s\"\n";
+
+#[test]
+fn find_max_parses_with_the_issues_defaults() {
+    let s = scenario::parse(&(VALID.to_string() + RAMP), Path::new("scen.toml")).expect("ramp");
+    let f = s.find_max.expect("find_max");
+    assert_eq!(f.budget.p99_budget_us, 50_000);
+    assert_eq!(f.budget.max_error_rate, 0.001);
+    assert_eq!(f.settle.as_secs(), 2);
+    assert_eq!(f.stop_after_failures, 1);
+    assert_eq!(f.stages.len(), 2);
+    assert_eq!(f.stages[1].rate_per_sec, 400.0);
+    // The fixed-rate phase is untouched.
+    assert_eq!(s.load.stages[0].rate_per_sec, 100.0);
+}
+
+#[test]
+fn find_max_errors_name_the_line() {
+    let with = |setting: &str| VALID.to_string() + &RAMP.replace("[find_max]\n", setting);
+    let e = error_of(&with("[find_max]\np99_budget_ms = 0\n"));
+    assert_names(&e, 12, "find_max.p99_budget_ms");
+    let e = error_of(&with("[find_max]\nmax_error_rate = 5\n"));
+    assert_names(&e, 12, "find_max.max_error_rate");
+    // settle is not measured, so a stage must be longer.
+    let e = error_of(&with("[find_max]\nsettle = \"8s\"\n"));
+    assert_names(&e, 15, "find_max.stages.duration");
+    let e = error_of(&(VALID.to_string() + "[find_max]\np99_budget_ms = 20\n"));
+    assert_names(&e, 11, "find_max.stages");
+    let e = error_of(&with("[find_max]\nbudget = 3\n"));
+    assert_names(&e, 12, "budget");
+}
+
+#[test]
+fn migration_table_must_name_variants() {
+    let text = VALID.replace(
+        "name = \"t\"\n",
+        "name = \"t\"\nmigration_table = { before = \"node-before\", after = \"default\" }\n",
+    );
+    let e = error_of(&text);
+    assert_names(&e, 2, "migration_table.before");
+    assert!(e.contains("node-before") && e.contains("default"), "{e}");
+}
+
+#[test]
+fn the_migration_scenario_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/migration.toml");
+    let s = scenario::load(&path).expect("scenarios/migration.toml is valid");
+    let names: Vec<&str> = s.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "node-before",
+            "node-batched",
+            "rust-n-plus-one",
+            "rust-tuned"
+        ]
+    );
+    let pair = s.migration_table.expect("migration_table");
+    assert_eq!(
+        (pair.before.as_str(), pair.after.as_str()),
+        ("node-before", "rust-tuned")
+    );
+    let ramp = s.find_max.expect("find_max");
+    assert!(
+        ramp.stages
+            .windows(2)
+            .all(|w| w[0].rate_per_sec < w[1].rate_per_sec)
+    );
+    // No handicapping: one fixed rate for everyone, and the same pool for the first three.
+    for v in &s.variants[..3] {
+        assert_eq!(v.knobs["pool_max"], "10", "{}", v.name);
+    }
+}

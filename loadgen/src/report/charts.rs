@@ -103,6 +103,40 @@ fn number_label(v: f64) -> String {
     }
 }
 
+/// Every chart's frame: the bold title, margins and room for the axis labels.
+fn framed<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+    title: &'b str,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 18).into_font().style(FontStyle::Bold))
+        .margin(12)
+        .margin_right(36)
+        .x_label_area_size(44)
+        .y_label_area_size(64);
+    builder
+}
+
+/// Every chart's axis titles, text sizes and grid colours.
+fn house_style<'m, 'a, 'b, X, Y, DB>(
+    mesh: &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+    spec: &ChartSpec,
+) -> &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+    DB: DrawingBackend,
+{
+    mesh.x_desc(spec.x_label.as_str())
+        .y_desc(spec.y_label.as_str())
+        .y_labels(8)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+}
+
 /// Draws a line chart into an SVG string. `Err` carries plotters' message (drawing into memory
 /// does not fail in practice).
 pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
@@ -132,15 +166,7 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
         };
         let y_max = if y_max > 0.0 { y_max * headroom } else { 1.0 };
 
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                &spec.title,
-                ("sans-serif", 18).into_font().style(FontStyle::Bold),
-            )
-            .margin(12)
-            .margin_right(36)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
+        let mut chart = framed(&root, &spec.title)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(|e| e.to_string())?;
         let x_fmt = |x: &f64| match spec.x_axis {
@@ -148,21 +174,13 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
             XAxis::Seconds => number_label(*x),
         };
         let y_fmt = |y: &f64| number_label(*y);
-        chart
-            .configure_mesh()
-            .x_desc(spec.x_label.as_str())
-            .y_desc(spec.y_label.as_str())
+        house_style(&mut chart.configure_mesh(), spec)
             .x_labels(match spec.x_axis {
                 XAxis::Nines => 6,
                 XAxis::Seconds => 10,
             })
-            .y_labels(8)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .light_line_style(RGBColor(238, 238, 238))
-            .bold_line_style(RGBColor(215, 215, 215))
             .draw()
             .map_err(|e| e.to_string())?;
 
@@ -216,6 +234,132 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
     Ok(svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", ""))
 }
 
+/// One bar of a waterfall: a step's multiplicative change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaterfallStep {
+    pub label: String,
+    /// after / before; `None` draws no bar (not measured).
+    pub ratio: Option<f64>,
+}
+
+/// A waterfall of ratios on a log scale: each step's bar floats from the cumulative level before
+/// it to the level after it, and a last "total" bar runs from 1× to the end (when every step has
+/// a figure). Green bars moved in
+/// the good direction (`higher_is_better`), red ones in the bad one.
+pub fn waterfall_chart(
+    spec: &ChartSpec,
+    steps: &[WaterfallStep],
+    higher_is_better: bool,
+) -> Result<String, String> {
+    // (label, from level, to level, is the total)
+    let mut bars = Vec::with_capacity(steps.len() + 1);
+    let mut level = 1.0f64;
+    for step in steps {
+        match step.ratio.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(r) => {
+                bars.push((step.label.clone(), Some((level, level * r)), false));
+                level *= r;
+            }
+            None => bars.push((step.label.clone(), None, false)),
+        }
+    }
+    // A step without a figure leaves the total unknown: no total bar rather than a wrong one.
+    let total = bars.iter().all(|(_, span, _)| span.is_some());
+    bars.push(("total".to_string(), total.then_some((1.0, level)), true));
+    let levels = bars
+        .iter()
+        .filter_map(|(_, span, _)| *span)
+        .flat_map(|(a, b)| [a, b]);
+    let (low, high) = levels.fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (low, high) = (low / 1.6, high * 1.6);
+    let good = colour(2);
+    let bad = colour(3);
+    let total_colour = colour(0);
+    let labels: Vec<String> = bars.iter().map(|(l, _, _)| l.clone()).collect();
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (spec.width_px, spec.height_px)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = framed(&root, &spec.title)
+            // `0..n` has n + 1 segments in plotters: the last bar is at index `bars.len() - 1`.
+            .build_cartesian_2d(
+                (0..bars.len().saturating_sub(1)).into_segmented(),
+                (low..high).log_scale(),
+            )
+            .map_err(|e| e.to_string())?;
+        let x_fmt = |x: &SegmentValue<usize>| match x {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let y_fmt = |y: &f64| format!("{}×", number_label(*y));
+        house_style(&mut chart.configure_mesh(), spec)
+            .x_labels(bars.len() + 1)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .disable_x_mesh()
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![
+                    (SegmentValue::Exact(0), 1.0),
+                    (SegmentValue::Exact(bars.len()), 1.0),
+                ],
+                6,
+                4,
+                BLACK.mix(0.55).stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?;
+        for (i, (_, span, is_total)) in bars.iter().enumerate() {
+            let Some((from, to)) = *span else {
+                continue;
+            };
+            let improved = (to >= from) == higher_is_better;
+            let fill = if *is_total {
+                total_colour
+            } else if improved {
+                good
+            } else {
+                bad
+            };
+            let (bottom, top) = (from.min(to), from.max(to));
+            // A step that changed nothing still gets a visible sliver.
+            let top = if top / bottom < 1.01 {
+                bottom * 1.01
+            } else {
+                top
+            };
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), bottom),
+                    (SegmentValue::Exact(i + 1), top),
+                ],
+                fill.filled(),
+            );
+            bar.set_margin(0, 0, 14, 14);
+            let ratio = to / from;
+            let text = if ratio >= 1.0 {
+                format!("×{ratio:.2}")
+            } else {
+                format!("÷{:.2}", 1.0 / ratio)
+            };
+            chart
+                .draw_series(std::iter::once(bar))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (SegmentValue::CenterOf(i), top * 1.12),
+                    ("sans-serif", 13).into_font(),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", ""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +401,43 @@ mod tests {
         assert!(!svg.contains("http"));
         assert!(svg.contains("t &lt;&amp;&gt;"));
         assert!(svg.contains("latency (ms)"));
+    }
+
+    #[test]
+    fn waterfall_labels_each_step_and_the_total() {
+        let spec = ChartSpec {
+            title: "throughput by step".into(),
+            x_label: "step".into(),
+            y_label: "cumulative change".into(),
+            x_axis: XAxis::Seconds,
+            width_px: 600,
+            height_px: 300,
+            shade: None,
+            reference_y: None,
+        };
+        let svg = waterfall_chart(
+            &spec,
+            &[
+                WaterfallStep {
+                    label: "batched".into(),
+                    ratio: Some(2.0),
+                },
+                WaterfallStep {
+                    label: "rust".into(),
+                    ratio: Some(0.5),
+                },
+                WaterfallStep {
+                    label: "tuned".into(),
+                    ratio: None,
+                },
+            ],
+            true,
+        )
+        .expect("draws");
+        assert!(svg.starts_with("<svg"));
+        for text in ["batched", "rust", "tuned", "total", "×2.00", "÷2.00"] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+        assert!(!svg.contains("http"));
     }
 }

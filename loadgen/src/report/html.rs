@@ -842,6 +842,126 @@ fn generator_table(run: &SavedRun) -> String {
     out
 }
 
+/// The seed's before/after table, the ramp per variant and the attribution waterfalls; empty
+/// when the run has no before/after pair (see [`crate::migration::resolve_pair`]).
+fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
+    let summary = &run.summary;
+    let Some(table) = crate::migration::table(summary) else {
+        return Ok(String::new());
+    };
+    let mut out = format!(
+        "<section id=\"migration\">\n<h2>Migration: {} → {}</h2>\n<div class=\"scroll\"><table>\n\
+         <tr><th></th><th>before ({})</th><th>after ({})</th><th>change</th><th class=\"left\">the seed claimed</th></tr>\n",
+        esc(&table.before),
+        esc(&table.after),
+        esc(&table.before),
+        esc(&table.after)
+    );
+    for row in &table.rows {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+            esc(&row.metric),
+            esc(&row.before),
+            esc(&row.after),
+            esc(&row.change),
+            esc(row.seed_claim)
+        );
+    }
+    out.push_str("</table></div>\n");
+
+    if summary
+        .variants
+        .iter()
+        .any(|v| !v.figures.stages.is_empty())
+    {
+        out.push_str(
+            "<h3>Ramp: p99 per stage at its rate</h3>\n<div class=\"scroll\"><table>\n\
+             <tr><th>variant</th><th>max sustainable</th><th class=\"left\">stages (rate: achieved, p99, errors)</th></tr>\n",
+        );
+        for (i, v) in summary.variants.iter().enumerate() {
+            let stages: Vec<String> = v
+                .figures
+                .stages
+                .iter()
+                .map(|s| {
+                    format!(
+                        "<span class=\"{}\">{:.0}/s</span>: {:.0}/s, {}, {:.2} %",
+                        if s.within_budget { "ok" } else { "bad" },
+                        s.rate_per_sec,
+                        s.achieved_rps,
+                        esc(&crate::output::format_us(s.p99_us)),
+                        s.error_rate * 100.0
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "<tr><td class=\"variant\">{}{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+                swatch(i),
+                esc(&v.name),
+                esc(&crate::migration::max_sustainable_text(v)),
+                stages.join(" · ")
+            );
+        }
+        out.push_str("</table></div>\n");
+    }
+
+    let steps = crate::migration::steps(summary);
+    if !steps.is_empty() {
+        let bars = |pick: fn(&crate::migration::MigrationStep) -> Option<f64>| {
+            steps
+                .iter()
+                .map(|s| charts::WaterfallStep {
+                    label: format!("→ {}", s.to),
+                    ratio: pick(s),
+                })
+                .collect::<Vec<_>>()
+        };
+        let throughput_spec = spec(
+            "Max sustainable throughput, step by step",
+            "step (variant → next variant, in scenario order)",
+            "cumulative change (log)",
+            XAxis::Seconds,
+            false,
+        );
+        let rate = summary
+            .variants
+            .first()
+            .and_then(|v| v.figures.target_rate_per_sec)
+            .map_or_else(String::new, |r| format!(" at {r:.0} req/s"));
+        let p99_spec = spec(
+            &format!("p99{rate}, step by step (lower is better)"),
+            "step (variant → next variant, in scenario order)",
+            "cumulative change (log)",
+            XAxis::Seconds,
+            false,
+        );
+        let draw = |chart_spec: &ChartSpec, steps: &[charts::WaterfallStep], higher: bool| {
+            charts::waterfall_chart(chart_spec, steps, higher)
+                .map(|svg| format!("<figure>{svg}</figure>"))
+                .map_err(|message| ReportError::Chart {
+                    chart: chart_spec.title.clone(),
+                    message,
+                })
+        };
+        let _ = write!(
+            out,
+            "<h3>Attribution: which step bought how much</h3>\n<div class=\"grid\">{}{}</div>\n",
+            draw(&throughput_spec, &bars(|s| s.throughput_ratio), true)?,
+            draw(&p99_spec, &bars(|s| s.p99_ratio), false)?
+        );
+    }
+    out.push_str(
+        "<p class=\"note\">Same machine, data, rate and pool size for every variant unless a step exists to \
+         change exactly that. Throughput is the highest ramp stage whose p99 stayed within the budget with \
+         under the error limit and a valid generator (a “≥” means the top stage passed). p99 and RSS are \
+         from the fixed-rate phase; GC pause time is Node's <code>nodejs_gc_duration_seconds</code> over \
+         that phase. Generator, Postgres and server share the CPUs: compare ratios, not absolutes.</p>\n</section>\n",
+    );
+    Ok(out)
+}
+
 /// The whole page.
 pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     let mut out = String::with_capacity(256 * 1024);
@@ -855,6 +975,7 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     out.push_str(&header(run));
     out.push_str(&banners(run));
     out.push_str(&summary_table(run, reference));
+    out.push_str(&migration_section(run)?);
     out.push_str(&spectrum(run)?);
     out.push_str(&over_time(run)?);
     out.push_str(&resources(run)?);
