@@ -39,8 +39,7 @@ bench-check: ## `cargo bench --workspace -- --test`: every criterion bench once,
 	$(CARGO) bench --workspace -- --test
 
 test-node: node-deps ## the Node.js baseline's own tests, with a throwaway PostgreSQL (or DATABASE_URL)
-	$(CARGO) build -q -p pgprovision --bin with-postgres
-	cd baselines/node && ../../target/debug/with-postgres npm test
+	$(CARGO) run -q -p pgprovision --bin with-postgres -- sh -c 'cd baselines/node && npm test'
 
 test-parity: node-deps ## the HTTP contract suite (api/tests/contract.rs) against the Node.js baseline
 	CONTRACT_TARGET=node $(CARGO) test -p api --test contract

@@ -158,9 +158,9 @@ pub async fn run(
     configuration.no_metrics = true;
     configuration.no_print_metrics = true;
     configuration.no_error_summary = true;
-    // Goose would otherwise open telnet and WebSocket controllers on fixed ports (5116/5117).
+    // Goose would otherwise open a telnet controller on a fixed port (5116); its WebSocket
+    // controller is off by default in 0.19 (setting `no_websocket` only earns a warning).
     configuration.no_telnet = true;
-    configuration.no_websocket = true;
 
     let attack = GooseAttack::initialize_with_config(configuration)
         .map_err(|e| EngineError::Goose(e.to_string()))?

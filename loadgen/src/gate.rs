@@ -11,6 +11,7 @@
 use crate::budgets::{self, Budget, Budgets};
 use crate::compare::{self, format_ratio, format_spread, md_cell};
 use crate::noise::{self, Verdict};
+use crate::report::html::esc;
 use crate::results::{Measurement, Percentiles, Summary, VariantSummary};
 use crate::saved::{self, CommandOutcome};
 use std::fmt::Write as _;
@@ -437,28 +438,10 @@ pub fn render_markdown(report: &GateReport) -> String {
     out
 }
 
-/// Escapes text for XML attribute values and content.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters other than tab/newline are not allowed in XML 1.0.
-            c if c.is_control() && c != '\t' && c != '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML: one test suite, one test case per check.
 pub fn render_junit(report: &GateReport) -> String {
     let (total, failed) = report.counts();
-    let suite = xml_escape(&format!("apibench gate {}", report.dir.display()));
+    let suite = esc(&format!("apibench gate {}", report.dir.display()));
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -469,9 +452,9 @@ pub fn render_junit(report: &GateReport) -> String {
         "  <testsuite name=\"{suite}\" tests=\"{total}\" failures=\"{failed}\" errors=\"0\" skipped=\"0\">"
     );
     for c in report.checks() {
-        let classname = xml_escape(&format!("apibench.gate.{}", c.subject.replace(' ', ".")));
-        let name = xml_escape(&format!("{} {}", c.check, c.limit));
-        let detail = xml_escape(&format!(
+        let classname = esc(&format!("apibench.gate.{}", c.subject.replace(' ', ".")));
+        let name = esc(&format!("{} {}", c.check, c.limit));
+        let detail = esc(&format!(
             "{} {}: {} (limit {}) {}",
             c.subject, c.check, c.value, c.limit, c.note
         ));

@@ -9,7 +9,8 @@ use crate::results::{Measurement, RunInfo, VariantSummary};
 use crate::saved::{self, SavedRun, SavedVariant, Spread};
 use std::fmt::Write as _;
 
-/// Escapes text for HTML content and attribute values.
+/// Escapes text for HTML and XML content and attribute values (the report and the gate's
+/// JUnit file). Control characters other than tab/newline, which XML 1.0 forbids, become spaces.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -19,6 +20,7 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\t' && c != '\n' => out.push(' '),
             c => out.push(c),
         }
     }
