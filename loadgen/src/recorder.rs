@@ -335,6 +335,8 @@ impl Collector {
 pub struct LoggedInterval {
     pub tag: Option<String>,
     pub start: Duration,
+    /// Usually 1 s; the last interval of a run is shorter (the drain after the schedule).
+    pub duration: Duration,
     pub histogram: Histogram<u64>,
 }
 
@@ -354,6 +356,7 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<LoggedInterval>, String> {
                 out.push(LoggedInterval {
                     tag: interval.tag().map(|t| t.as_str().to_string()),
                     start: interval.start_timestamp(),
+                    duration: interval.duration(),
                     histogram,
                 });
             }

@@ -106,8 +106,30 @@ pub struct IntervalPoint {
     pub start_s: f64,
     pub p50_us: u64,
     pub p99_us: u64,
-    /// Completions in the interval (1 s long): completions per second.
+    /// Completions in the interval.
     pub completed: u64,
+    /// The interval's length (1 s but for a run's last, partial one).
+    pub duration_s: f64,
+    /// Mostly after the end of the schedule: only the drain of the last in-flight requests.
+    pub after_schedule: bool,
+}
+
+impl IntervalPoint {
+    /// A full interval: the trailing partial one (the drain of the last in-flight requests
+    /// after the schedule ended) would plot as a throughput cliff and a latency spike of a few
+    /// stragglers, so charts leave it out. The summary figures still count its requests.
+    pub fn is_full(&self) -> bool {
+        self.duration_s >= 0.9 && !self.after_schedule
+    }
+
+    /// Completions per second over the interval.
+    pub fn completed_per_sec(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.completed as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
 }
 
 /// One row of `resources.csv`; `None` where the process was not watched.
@@ -232,6 +254,7 @@ fn read_latency_log(
     let mut merged = recorder::new_histogram();
     let mut total = 0u64;
     let warmup_s = m.warmup_ms as f64 / 1000.0;
+    let schedule_end_s = (m.warmup_ms + m.measured_duration_ms) as f64 / 1000.0;
     for interval in logged.iter().filter(|i| i.tag.is_none()) {
         let h = &interval.histogram;
         let start_s = interval.start.as_secs_f64();
@@ -254,6 +277,8 @@ fn read_latency_log(
                 h.value_at_quantile(0.99)
             },
             completed: h.len(),
+            duration_s: interval.duration.as_secs_f64(),
+            after_schedule: start_s + interval.duration.as_secs_f64() / 2.0 > schedule_end_s,
         });
     }
     if total < m.requests {

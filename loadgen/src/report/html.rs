@@ -429,7 +429,9 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
         "<p class=\"note\">Latency is reported with the rate that produced it (target rate column). \
          Ratios are against <strong>{}</strong>: throughput × above 1 is better, p99 × and RSS × \
          below 1 are better. RSS is the peak of the target's process tree; CPU is the mean, in % of \
-         one core.{}</p>",
+         one core. Postgres RSS sums the postmaster and every backend, so shared memory \
+         (shared_buffers) is counted once per process that touched it: it overstates the \
+         server's real footprint and is for comparing variants, not for sizing.{}</p>",
         esc(&r.name),
         if run.summary.repeat > 1 {
             " Grey numbers under a figure: min–max over the repetitions; the figure is their median."
@@ -591,14 +593,14 @@ fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     let p50_lines = per_measurement_lines(run, |m| {
         m.intervals
             .iter()
-            .filter(|i| i.completed > 0)
+            .filter(|i| i.completed > 0 && i.is_full())
             .map(|i| (i.start_s, i.p50_us as f64 / 1000.0))
             .collect()
     });
     let p99_lines = per_measurement_lines(run, |m| {
         m.intervals
             .iter()
-            .filter(|i| i.completed > 0)
+            .filter(|i| i.completed > 0 && i.is_full())
             .map(|i| (i.start_s, i.p99_us as f64 / 1000.0))
             .collect()
     });
@@ -616,13 +618,15 @@ fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     let tp_lines = per_measurement_lines(run, |m| {
         m.intervals
             .iter()
-            .map(|i| (i.start_s, i.completed as f64))
+            .filter(|i| i.is_full())
+            .map(|i| (i.start_s, i.completed_per_sec()))
             .collect()
     });
     Ok(format!(
         "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
          <p class=\"note\">Each point is one 1 s interval of <code>latency.hlog</code>, by completion time; \
-         the grey band is the warm-up, which the summary figures exclude.</p>\n</section>\n\
+         the grey band is the warm-up, which the summary figures exclude; the last, partial interval (the \
+         drain after the schedule ended) is left out of the charts but counted in the summary.</p>\n</section>\n\
          <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
         chart(&p50, &p50_lines, "no interval was recorded")?,
         chart(&p99, &p99_lines, "no interval was recorded")?,
