@@ -4,7 +4,10 @@
 
 CARGO    ?= cargo
 SCENARIO ?= scenarios/quick.toml
-RELEASE  := target/release
+# --workspace everywhere below: building one package alone unifies features differently and
+# would recompile much of the dependency graph.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+RELEASE  := $(TARGET_DIR)/release
 
 .PHONY: help bench bench-check bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
 
@@ -39,10 +42,11 @@ bench-check: ## `cargo bench --workspace -- --test`: every criterion bench once,
 	$(CARGO) bench --workspace -- --test
 
 test-node: node-deps ## the Node.js baseline's own tests, with a throwaway PostgreSQL (or DATABASE_URL)
-	$(CARGO) run -q -p pgprovision --bin with-postgres -- sh -c 'cd baselines/node && npm test'
+	$(CARGO) build -q --workspace --bins
+	cd baselines/node && $(abspath $(TARGET_DIR))/debug/with-postgres npm test
 
 test-parity: node-deps ## the HTTP contract suite (api/tests/contract.rs) against the Node.js baseline
-	CONTRACT_TARGET=node $(CARGO) test -p api --test contract
+	CONTRACT_TARGET=node $(CARGO) test --workspace --test contract
 
 lint: ## rustfmt check + clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
