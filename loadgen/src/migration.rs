@@ -69,25 +69,40 @@ pub fn max_is_capped(v: &VariantSummary) -> bool {
 }
 
 /// "1200 req/s", "≥ 1600 req/s" (passed every stage), "< 200 req/s" (passed none), or "n/a";
-/// "1600 req/s (2400 passed above a failure)" when a higher stage passed after a lower one
-/// failed — a noisy or unstable ramp, which the maximum does not count.
+/// notes where the ramp was not monotonic: "2000 req/s (over budget at 1600; passed above the
+/// ceiling at 3200)" — a lone stall below the maximum, or a pass beyond the failures that
+/// ended the ramp, neither of which the maximum counts.
 pub fn max_sustainable_text(v: &VariantSummary) -> String {
     let stages = &v.figures.stages;
-    let passed_above = |max: f64| {
-        let rates: Vec<String> = stages
+    let rates = |keep: &dyn Fn(&crate::results::StageFigures) -> bool| -> Vec<String> {
+        stages
             .iter()
-            .filter(|s| s.within_budget && s.rate_per_sec > max)
+            .filter(|s| keep(s))
             .map(|s| format!("{:.0}", s.rate_per_sec))
-            .collect();
-        if rates.is_empty() {
+            .collect()
+    };
+    let notes = |max: f64| {
+        let failed_below = rates(&|s| !s.within_budget && s.rate_per_sec < max);
+        let passed_above = rates(&|s| s.within_budget && s.rate_per_sec > max);
+        let mut parts = Vec::new();
+        if !failed_below.is_empty() {
+            parts.push(format!("over budget at {}", failed_below.join(", ")));
+        }
+        if !passed_above.is_empty() {
+            parts.push(format!(
+                "passed above the ceiling at {}",
+                passed_above.join(", ")
+            ));
+        }
+        if parts.is_empty() {
             String::new()
         } else {
-            format!(" ({} passed above a failure)", rates.join(", "))
+            format!(" ({})", parts.join("; "))
         }
     };
     match v.figures.max_sustainable_rps {
-        Some(rate) if max_is_capped(v) => format!("≥ {rate:.0} req/s"),
-        Some(rate) => format!("{rate:.0} req/s{}", passed_above(rate)),
+        Some(rate) if max_is_capped(v) => format!("≥ {rate:.0} req/s{}", notes(rate)),
+        Some(rate) => format!("{rate:.0} req/s{}", notes(rate)),
         None => match stages.first() {
             Some(lowest) => format!("< {:.0} req/s", lowest.rate_per_sec),
             None => "n/a (no [find_max])".into(),
@@ -320,8 +335,14 @@ mod tests {
         ];
         assert_eq!(
             max_sustainable_text(&v),
-            "1600 req/s (2400 passed above a failure)"
+            "1600 req/s (passed above the ceiling at 2400)"
         );
+        v.figures.max_sustainable_rps = Some(2400.0);
+        assert_eq!(
+            max_sustainable_text(&v),
+            "≥ 2400 req/s (over budget at 2000)"
+        );
+        v.figures.max_sustainable_rps = Some(1600.0);
         v.figures.stages.truncate(1);
         assert_eq!(max_sustainable_text(&v), "≥ 1600 req/s");
     }

@@ -442,7 +442,8 @@ impl Phase<'_> {
                 {
                     match self.find_max(&running, find_max, cancel.clone()).await {
                         Ok(stages) => {
-                            m.max_sustainable_rps = results::max_sustainable_rps(&stages);
+                            m.max_sustainable_rps =
+                                results::max_sustainable_rps(&stages, find_max.stop_after_failures);
                             m.stages = stages;
                         }
                         Err(e) => measured = Err(e),
