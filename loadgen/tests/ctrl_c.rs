@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::children_of;
+
 use loadgen::results::Summary;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -62,24 +64,4 @@ fn ctrl_c_writes_partial_results_and_exits_130() {
         .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-}
-
-/// Pids whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == parent).then_some(pid)
-        })
-        .collect()
 }
