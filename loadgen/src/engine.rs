@@ -3,9 +3,22 @@
 //!
 //! How goose is embedded: one scenario with one transaction, and the transaction *is* the user's
 //! whole life: take a
-//! slot from the shared [`Schedule`], sleep until it is due, send with the user's own
+//! slot from the shared [`Schedule`], wait for it with the [`Pacer`] (precise to tens of µs, not
+//! tokio's 1 ms tick), send with the user's own
 //! `reqwest` client (`user.client`), read the whole body, hand a [`Sample`] to its
 //! [`UserRecorder`], repeat until the schedule (open) or the deadline (closed) is exhausted.
+//!
+//! The generator's own error is measured, never charged to the server: each send's *lag* (actual
+//! send − the moment it could have gone, `max(due, user free)`) is recorded apart and subtracted
+//! from the latency, which therefore counts the server's backlog (from the due time) but not
+//! the generator's lateness. A probe task on the same runtime sleeps 1 ms at a time through the
+//! pacer and records how late it wakes: a CPU-starved generator shows there whatever the server
+//! does.
+//!
+//! Open-model users grow: goose launches `max_users`, of which `users` start; when a user takes
+//! a slot that is already overdue (every active user was busy), one more is activated, up to
+//! the cap. Sends backlogged while all `max_users` were busy are flagged: the client, not the
+//! server, limited the rate.
 //! A user whose life is over reports on goose's `shutdown_channel` (what goose's own
 //! `--iterations` does); once every user has, goose ends the attack. (`--iterations` itself is not
 //! used: it prints "N users launched." on stdout unconditionally.) Goose calls the transaction
@@ -19,16 +32,18 @@
 //! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
 //! Nothing outside this module knows goose exists.
 
-use crate::recorder::{Sample, UserRecorder};
+use crate::pacer::Pacer;
+use crate::recorder::{Sample, UserRecorder, new_histogram, record_clamped};
 use crate::scenario::{LoadModel, RequestSpec};
-use crate::schedule::{self, Schedule, SchedulePlan, Wait};
+use crate::schedule::{self, Schedule, SchedulePlan};
+use hdrhistogram::Histogram;
 use crate::template::{RenderContext, SharedTemplateState};
 use goose::config::GooseConfiguration;
 use goose::prelude::{GooseAttack, GooseUser, Scenario, Transaction, TransactionResult};
 use rand::Rng;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -47,6 +62,10 @@ pub enum EngineError {
 pub struct LoadPlan {
     pub model: LoadModel,
     pub users: usize,
+    /// Open model: the most users the load may grow to (≥ `users`); closed: ignored.
+    pub max_users: usize,
+    /// The `Accept-Encoding` header to send; `None`: no such header (identity).
+    pub accept_encoding: Option<String>,
     /// Open model: the schedule; closed model: only its warm-up and end offset are used.
     pub schedule: SchedulePlan,
     pub think_time: Duration,
@@ -57,12 +76,28 @@ pub struct LoadPlan {
 }
 
 /// How the phase ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOutcome {
     pub started_at: Instant,
     pub ended_at: Instant,
     pub cancelled: bool,
+    /// Users that ran (open model: grown from `users` up to `max_users`).
+    pub users_started: usize,
+    /// The most users busy with a request at once.
+    pub peak_users_busy: usize,
+    pub max_users: usize,
+    /// How late the runtime probe woke from its 1 ms sleeps after the warm-up, µs.
+    pub probe_lag: Histogram<u64>,
 }
+
+/// How long after the schedule's end overdue slots are still sent: the request timeout, at least
+/// 2 s. Slots still unsent then are dropped and reported as such.
+pub fn drain_grace(request_timeout: Duration) -> Duration {
+    request_timeout.max(Duration::from_secs(2))
+}
+
+/// The probe's sleep: short enough to sample the runtime ~1000 times a second.
+const PROBE_PERIOD: Duration = Duration::from_millis(1);
 
 struct Shared {
     plan: LoadPlan,
@@ -70,7 +105,14 @@ struct Shared {
     methods: Vec<reqwest::Method>,
     cumulative_weights: Vec<u64>,
     schedule: Schedule,
+    pacer: Pacer,
     next_user: AtomicU64,
+    /// Users allowed to run (open model grows it up to `max_users`); `done` releases the rest.
+    active: watch::Sender<Growth>,
+    busy_users: AtomicUsize,
+    peak_busy_users: AtomicUsize,
+    max_users: usize,
+    accept_encoding: Option<reqwest::header::HeaderValue>,
     sink: std::sync::Mutex<Option<mpsc::Sender<Vec<Sample>>>>,
     cancel: watch::Receiver<bool>,
     /// Goose users (by `weighted_users_index`) whose life is over.
@@ -105,9 +147,27 @@ pub async fn run(
             total
         })
         .collect();
-    let users = plan.users;
+    let users = plan.users.max(1);
+    let max_users = match plan.model {
+        LoadModel::Open => plan.max_users.max(users),
+        LoadModel::Closed => users,
+    };
+    let accept_encoding = plan
+        .accept_encoding
+        .as_deref()
+        .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok());
+    let (active, _) = watch::channel(Growth {
+        active: users,
+        done: false,
+    });
     let shared = Arc::new(Shared {
         schedule: Schedule::new(plan.schedule.clone()),
+        pacer: Pacer::start(),
+        active,
+        busy_users: AtomicUsize::new(0),
+        peak_busy_users: AtomicUsize::new(0),
+        max_users,
+        accept_encoding,
         plan,
         base_url: base_url.trim_end_matches('/').to_string(),
         methods,
@@ -147,12 +207,14 @@ pub async fn run(
 
     let mut configuration = GooseConfiguration::default();
     configuration.host = Some(shared.base_url.clone());
-    configuration.users = Some(users);
+    configuration.users = Some(max_users);
     // All users within ~100 ms; the schedule, not goose, decides when requests go out.
-    configuration.increase_rate = Some(format!("{}", (users * 10).max(100)));
+    configuration.increase_rate = Some(format!("{}", (max_users * 10).max(100)));
     // A safety net only: the users end the attack when the schedule is done.
-    let safety =
-        shared.plan.schedule.end_offset() + shared.plan.request_timeout + Duration::from_secs(30);
+    let safety = shared.plan.schedule.end_offset()
+        + drain_grace(shared.plan.request_timeout)
+        + shared.plan.request_timeout
+        + Duration::from_secs(30);
     configuration.run_time = Some(safety.as_secs().to_string());
     configuration.quiet = 1;
     configuration.no_metrics = true;
@@ -179,8 +241,11 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+    let probe = tokio::spawn(probe_runtime(Arc::clone(&shared)));
     let result = attack.execute().await;
     notify.abort();
+    shared.active.send_modify(|g| g.done = true);
+    let probe_lag = probe.await.unwrap_or_else(|_| new_histogram());
     // Every user has returned: drop the last sender so the collector can finish.
     if let Ok(mut sink) = shared.sink.lock() {
         sink.take();
@@ -191,7 +256,45 @@ pub async fn run(
         started_at: shared.schedule.started_at().unwrap_or(ended_at),
         ended_at,
         cancelled: *cancel.borrow(),
+        users_started: shared.active.borrow().active.min(max_users),
+        peak_users_busy: shared.peak_busy_users.load(Ordering::Relaxed),
+        max_users,
+        probe_lag,
     })
+}
+
+/// Users allowed to run, and whether the schedule is over (dormant users then leave).
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    active: usize,
+    done: bool,
+}
+
+/// The runtime probe: sleeps [`PROBE_PERIOD`] at a time through the pacer on the users'
+/// runtime and records how late it wakes, after the warm-up, until the users are done.
+async fn probe_runtime(shared: Arc<Shared>) -> Histogram<u64> {
+    let mut lag = new_histogram();
+    let mut done = shared.active.subscribe();
+    let warmup = shared.plan.schedule.warmup();
+    let mut due = Instant::now() + PROBE_PERIOD;
+    loop {
+        tokio::select! {
+            () = shared.pacer.sleep_until(due) => {}
+            _ = done.wait_for(|g| g.done) => break,
+        }
+        let now = Instant::now();
+        // The first user fixes the schedule's start; until then nothing is measured.
+        let measured = shared
+            .schedule
+            .started_at()
+            .is_some_and(|start| due >= start + warmup);
+        if measured {
+            record_clamped(&mut lag, micros(now.saturating_duration_since(due)));
+        }
+        // The next appointment from now: a late wake-up is not compounded.
+        due = now + PROBE_PERIOD;
+    }
+    lag
 }
 
 /// One goose user, from its first request to its last.
@@ -201,16 +304,31 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
     };
     let mut recorder = UserRecorder::new(sink);
     let user_index = shared.next_user.fetch_add(1, Ordering::Relaxed);
+    let mut cancel = shared.cancel.clone();
+    // A dormant user (beyond `users`) waits until the load grows to it, or the schedule ends.
+    let index = usize::try_from(user_index).unwrap_or(usize::MAX);
+    if index >= shared.max_users {
+        return;
+    }
+    let mut growth = shared.active.subscribe();
+    tokio::select! {
+        g = growth.wait_for(|g| g.active > index || g.done) => {
+            if g.map(|g| g.done && g.active <= index).unwrap_or(true) {
+                return;
+            }
+        }
+        _ = cancel.wait_for(|c| *c) => return,
+    }
     let mut render = RenderContext::new(
         shared.plan.seed,
         user_index,
         Arc::clone(&shared.plan.templates),
     );
-    let mut cancel = shared.cancel.clone();
     let client = user.client.clone();
     let start = shared.schedule.start();
     let warmup_end = start + shared.plan.schedule.warmup();
     let closed_deadline = start + shared.plan.schedule.end_offset();
+    let give_up_at = closed_deadline + drain_grace(shared.plan.request_timeout);
     let mut path = String::with_capacity(128);
     let mut body = String::with_capacity(256);
     let mut url = String::with_capacity(256);
@@ -224,8 +342,29 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         // When this request should go out, and from when its latency counts.
         let (due, in_warmup) = match shared.plan.model {
             LoadModel::Open => match shared.schedule.take() {
-                Some(slot) => (slot.due, slot.in_warmup),
-                None => break,
+                Some(slot) => {
+                    let now = Instant::now();
+                    // Past the schedule's end by more than the grace: the rest of the backlog is
+                    // dropped (counted as such), so an overloaded run still stops by itself.
+                    if now > give_up_at {
+                        shared.schedule.exhaust();
+                        shared.active.send_modify(|g| g.done = true);
+                        break;
+                    }
+                    // Overdue already: every active user was busy. Grow, up to the cap.
+                    if schedule::is_backlogged(slot.due, now) {
+                        shared.active.send_if_modified(|g| {
+                            let grow = g.active < shared.max_users;
+                            g.active += usize::from(grow);
+                            grow
+                        });
+                    }
+                    (slot.due, slot.in_warmup)
+                }
+                None => {
+                    shared.active.send_modify(|g| g.done = true);
+                    break;
+                }
             },
             LoadModel::Closed => {
                 let due = if first {
@@ -240,21 +379,21 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
             }
         };
         first = false;
-        let now = Instant::now();
-        let wait = schedule::wait_for(
-            due.saturating_duration_since(start),
-            now.saturating_duration_since(start),
-        );
-        if let Wait::Sleep(wait) = wait {
+        if due > Instant::now() {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                () = shared.pacer.sleep_until(due) => {}
                 _ = cancel.wait_for(|c| *c) => break,
             }
         }
         let sent_at = Instant::now();
+        let could_go_at = due.max(user_free_at);
+        let send_lag = sent_at.saturating_duration_since(could_go_at);
         let generator_late = schedule::is_generator_late(due, user_free_at, sent_at);
         let backlogged =
             shared.plan.model == LoadModel::Open && schedule::is_backlogged(due, user_free_at);
+        let backlogged_at_cap = backlogged && shared.active.borrow().active >= shared.max_users;
+        let busy = shared.busy_users.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.peak_busy_users.fetch_max(busy, Ordering::Relaxed);
 
         let request_index = pick(&shared.cumulative_weights, &mut render);
         let Some(spec) = shared.plan.requests.get(request_index) else {
@@ -267,6 +406,9 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         let mut request = client
             .request(shared.methods[request_index].clone(), url.as_str())
             .timeout(shared.plan.request_timeout);
+        if let Some(encoding) = &shared.accept_encoding {
+            request = request.header(reqwest::header::ACCEPT_ENCODING, encoding.clone());
+        }
         for (name, value) in &spec.headers {
             request = request.header(name, value);
         }
@@ -282,9 +424,10 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
             request = request.body(body.clone());
         }
 
-        // Latency counts from the due time (open) or the actual send (closed).
+        // Latency counts from the due time (open: a backlog behind a busy server is the
+        // server's) or the actual send (closed) — never the generator's own send lag.
         let latency_origin = match shared.plan.model {
-            LoadModel::Open => due,
+            LoadModel::Open => due + send_lag,
             LoadModel::Closed => sent_at,
         };
         let exchange = async {
@@ -298,10 +441,14 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
                 Err(error) => (None, 0, Some(error)),
             }
         };
-        let (headers_at, status, error) = tokio::select! {
-            outcome = exchange => outcome,
+        let outcome = tokio::select! {
+            outcome = exchange => Some(outcome),
             // Ctrl-C: drop the in-flight request; what completed so far is kept.
-            _ = cancel.wait_for(|c| *c) => break,
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        shared.busy_users.fetch_sub(1, Ordering::Relaxed);
+        let Some((headers_at, status, error)) = outcome else {
+            break;
         };
         let completed_at = Instant::now();
         let timed_out = error.as_ref().is_some_and(reqwest::Error::is_timeout);
@@ -321,6 +468,9 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
             in_warmup,
             generator_late,
             backlogged,
+            backlogged_at_cap,
+            send_lag_us: micros(send_lag),
+            service_us: micros(completed_at.saturating_duration_since(sent_at)),
         });
         user_free_at = completed_at;
     }

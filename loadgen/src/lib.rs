@@ -4,10 +4,12 @@
 //! names file:line:column and the field) → [`database`] provisions Postgres once, migrates and
 //! seeds a template, and clones it per variant → [`target`] starts the API or Node baseline (or
 //! uses a URL) → [`engine`] drives goose users on the shared [`schedule`] (open model) or back to
-//! back (closed), rendering [`template`]s and timing each request itself → [`recorder`] collects
-//! samples into HDR histograms and the interval log, while [`sampler`] reads `/proc` every
-//! 250 ms → [`verdict`] checks the generator → [`results`] (the on-disk schema) and [`output`]
-//! (progress bars, the summary table).
+//! back (closed), waiting for each send with the [`pacer`] (precise to tens of µs), rendering
+//! [`template`]s and timing each request itself → [`recorder`] collects samples into HDR
+//! histograms (successes, errors and the generator's own send lag apart) and the interval log,
+//! while [`sampler`] reads `/proc` every 250 ms on its own thread → [`verdict`] decides whose
+//! numbers they are (valid / saturated / invalid, with the evidence) → [`results`] (the on-disk
+//! schema) and [`output`] (progress bars, the summary table).
 //!
 //! After a run, from its saved files only ([`saved`]): [`report`] renders the self-contained
 //! `index.html` (the runner calls it last), [`compare`] sets two runs side by side and [`gate`]
@@ -28,6 +30,7 @@ pub mod knobs;
 pub mod migration;
 pub mod noise;
 pub mod output;
+pub mod pacer;
 pub mod recorder;
 pub mod report;
 pub mod results;

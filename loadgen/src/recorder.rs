@@ -4,7 +4,13 @@
 //! buffer to the collector over a channel whenever its current 1-second interval ends (and when
 //! it stops). The collector — one thread, off the hot path — records them into the HDR
 //! histograms: per 1 s interval (for `latency.hlog`) and, after the warm-up, overall, per request
-//! name, and for time-to-first-byte.
+//! name, and for time-to-first-byte. Successful requests and failed ones go to separate
+//! histograms (an instant 503 must not pull the successes' p50 down), and each send's lag — the
+//! generator's own lateness — to a third, never into latency.
+//!
+//! `latency.hlog` tags: untagged = successes' latency, `ttfb`, `errors` = failed requests'
+//! latency, `send_lag`. Goodput counts successes that completed inside the measured window;
+//! completions after the schedule's end are the drain, counted apart.
 //!
 //! Why samples and not per-user histograms: a histogram covering 1 µs..60 s at 3 significant
 //! digits is ~140 KB; rotating a set per user (overall + TTFB + one per request name) every
@@ -54,10 +60,16 @@ pub struct Sample {
     pub error: bool,
     pub timed_out: bool,
     pub in_warmup: bool,
-    /// Left more than 10 ms after it could have (the generator's fault).
+    /// Left more than 1 ms after it could have (the generator's fault).
     pub generator_late: bool,
     /// Was already overdue when its user became free (all users busy: the server's backlog).
     pub backlogged: bool,
+    /// Backlogged while every user the load may have (`max_users`) was busy.
+    pub backlogged_at_cap: bool,
+    /// The generator's own lateness: actual send − `max(due, user free)`, µs.
+    pub send_lag_us: u64,
+    /// From the actual send to completion (the server's response time), µs.
+    pub service_us: u64,
 }
 
 /// A user's sample buffer, flushed to the collector at each 1 s interval boundary.
@@ -104,8 +116,10 @@ impl Drop for UserRecorder {
 #[derive(Debug, Clone)]
 pub struct RequestRecording {
     pub name: String,
+    /// Successes only.
     pub latency: Histogram<u64>,
     pub ttfb: Histogram<u64>,
+    pub error_latency: Histogram<u64>,
     pub requests: u64,
     pub errors: u64,
 }
@@ -114,15 +128,32 @@ pub struct RequestRecording {
 #[derive(Debug, Clone)]
 pub struct IntervalRecording {
     pub index: u64,
+    /// Successes only.
     pub latency: Histogram<u64>,
     pub ttfb: Histogram<u64>,
+    pub errors: Histogram<u64>,
+    pub send_lag: Histogram<u64>,
 }
 
 /// Everything one load phase measured.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    /// Successes only (after the warm-up).
     pub latency: Histogram<u64>,
     pub ttfb: Histogram<u64>,
+    /// Failed requests (after the warm-up).
+    pub error_latency: Histogram<u64>,
+    /// The generator's own lateness per measured send.
+    pub send_lag: Histogram<u64>,
+    /// Measured completions (successes / all) up to the schedule's end: goodput and throughput.
+    pub successes_in_window: u64,
+    pub completions_in_window: u64,
+    /// Measured completions after the schedule's end (the drain).
+    pub drain_requests: u64,
+    /// Backlogged sends while every user up to `max_users` was busy.
+    pub backlogged_at_cap_sends: u64,
+    /// Sum of the measured successes' response times from the actual send (Little's law).
+    pub service_sum_us: u64,
     pub by_request: Vec<RequestRecording>,
     pub intervals: BTreeMap<u64, IntervalRecording>,
     /// Measured (post warm-up) requests that completed.
@@ -139,6 +170,8 @@ pub struct Recording {
     pub first_measured_send_us: Option<u64>,
     pub last_measured_send_us: Option<u64>,
     pub last_measured_completion_us: Option<u64>,
+    /// The schedule's end, from its start: completions after it are the drain.
+    pub window_end_us: u64,
 }
 
 impl Recording {
@@ -146,12 +179,21 @@ impl Recording {
         Recording {
             latency: new_histogram(),
             ttfb: new_histogram(),
+            error_latency: new_histogram(),
+            send_lag: new_histogram(),
+            successes_in_window: 0,
+            completions_in_window: 0,
+            drain_requests: 0,
+            backlogged_at_cap_sends: 0,
+            service_sum_us: 0,
+            window_end_us: u64::MAX,
             by_request: names
                 .iter()
                 .map(|name| RequestRecording {
                     name: name.clone(),
                     latency: new_histogram(),
                     ttfb: new_histogram(),
+                    error_latency: new_histogram(),
                     requests: 0,
                     errors: 0,
                 })
@@ -180,11 +222,18 @@ impl Recording {
                 index: interval,
                 latency: new_histogram(),
                 ttfb: new_histogram(),
+                errors: new_histogram(),
+                send_lag: new_histogram(),
             });
-        record_clamped(&mut slot.latency, s.latency_us);
-        if let Some(ttfb) = s.ttfb_us {
-            record_clamped(&mut slot.ttfb, ttfb);
+        if s.error {
+            record_clamped(&mut slot.errors, s.latency_us);
+        } else {
+            record_clamped(&mut slot.latency, s.latency_us);
+            if let Some(ttfb) = s.ttfb_us {
+                record_clamped(&mut slot.ttfb, ttfb);
+            }
         }
+        record_clamped(&mut slot.send_lag, s.send_lag_us);
         if s.in_warmup {
             self.warmup_requests += 1;
             return;
@@ -193,20 +242,37 @@ impl Recording {
         self.sends += 1;
         self.generator_late_sends += u64::from(s.generator_late);
         self.backlogged_sends += u64::from(s.backlogged);
+        self.backlogged_at_cap_sends += u64::from(s.backlogged_at_cap);
+        record_clamped(&mut self.send_lag, s.send_lag_us);
         self.requests += 1;
         self.errors += u64::from(s.error);
         self.timeouts += u64::from(s.timed_out);
+        if s.completed_offset_us <= self.window_end_us {
+            self.completions_in_window += 1;
+            self.successes_in_window += u64::from(!s.error);
+        } else {
+            self.drain_requests += 1;
+        }
         *self.status_counts.entry(s.status).or_insert(0) += 1;
-        record_clamped(&mut self.latency, s.latency_us);
-        if let Some(ttfb) = s.ttfb_us {
-            record_clamped(&mut self.ttfb, ttfb);
+        if s.error {
+            record_clamped(&mut self.error_latency, s.latency_us);
+        } else {
+            self.service_sum_us = self.service_sum_us.saturating_add(s.service_us);
+            record_clamped(&mut self.latency, s.latency_us);
+            if let Some(ttfb) = s.ttfb_us {
+                record_clamped(&mut self.ttfb, ttfb);
+            }
         }
         if let Some(per) = self.by_request.get_mut(usize::from(s.request)) {
             per.requests += 1;
             per.errors += u64::from(s.error);
-            record_clamped(&mut per.latency, s.latency_us);
-            if let Some(ttfb) = s.ttfb_us {
-                record_clamped(&mut per.ttfb, ttfb);
+            if s.error {
+                record_clamped(&mut per.error_latency, s.latency_us);
+            } else {
+                record_clamped(&mut per.latency, s.latency_us);
+                if let Some(ttfb) = s.ttfb_us {
+                    record_clamped(&mut per.ttfb, ttfb);
+                }
             }
         }
         self.first_measured_send_us = Some(
@@ -223,8 +289,9 @@ impl Recording {
         );
     }
 
-    /// Writes the 1 s intervals (untagged: latency; tag `ttfb`: time to first byte) in the
-    /// HdrHistogram interval-log format. Values are microseconds; the max column is in ms.
+    /// Writes the 1 s intervals (untagged: successes' latency; tags `ttfb`, `errors` and
+    /// `send_lag`) in the HdrHistogram interval-log format. Values are microseconds; the max
+    /// column is in ms. Empty `errors` histograms are left out.
     pub fn write_hlog(
         &self,
         out: &mut impl std::io::Write,
@@ -241,15 +308,25 @@ impl Recording {
             .with_max_value_divisor(1_000.0);
         let mut writer = builder.begin_log_with(out, &mut serializer)?;
         let ttfb_tag = Tag::new("ttfb");
+        let errors_tag = Tag::new("errors");
+        let send_lag_tag = Tag::new("send_lag");
         for interval in self.intervals.values() {
             let start = Duration::from_secs(interval.index);
             let length = Duration::from_secs(1);
-            writer
-                .write_histogram(&interval.latency, start, length, None)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            writer
-                .write_histogram(&interval.ttfb, start, length, ttfb_tag)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let entries = [
+                (&interval.latency, None),
+                (&interval.ttfb, ttfb_tag),
+                (&interval.errors, errors_tag),
+                (&interval.send_lag, send_lag_tag),
+            ];
+            for (histogram, tag) in entries {
+                if tag == errors_tag && histogram.is_empty() {
+                    continue;
+                }
+                writer
+                    .write_histogram(histogram, start, length, tag)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
         }
         Ok(())
     }
@@ -274,7 +351,12 @@ pub struct Collector {
 
 impl Collector {
     /// Starts the collector; give each user a clone of the returned sender, then drop yours.
-    pub fn start(names: Vec<String>, started: Instant) -> (Collector, mpsc::Sender<Vec<Sample>>) {
+    /// `window_end_us`: the schedule's end from its start (completions after it are the drain).
+    pub fn start(
+        names: Vec<String>,
+        started: Instant,
+        window_end_us: u64,
+    ) -> (Collector, mpsc::Sender<Vec<Sample>>) {
         let (tx, rx) = mpsc::channel::<Vec<Sample>>();
         let live = Arc::new(Mutex::new(LiveStats::default()));
         let live_writer = Arc::clone(&live);
@@ -282,6 +364,7 @@ impl Collector {
             .name("apibench-collector".into())
             .spawn(move || {
                 let mut recording = Recording::new(&names);
+                recording.window_end_us = window_end_us;
                 let mut completed = 0u64;
                 let mut errors = 0u64;
                 for batch in rx {
@@ -407,12 +490,16 @@ mod tests {
             in_warmup,
             generator_late: false,
             backlogged: false,
+            backlogged_at_cap: false,
+            send_lag_us: 40,
+            service_us: latency_us,
         }
     }
 
     #[test]
     fn collector_excludes_warmup_but_logs_every_interval() {
-        let (collector, tx) = Collector::start(vec!["a".into(), "b".into()], Instant::now());
+        let (collector, tx) =
+            Collector::start(vec!["a".into(), "b".into()], Instant::now(), 2_000_000);
         let mut user = UserRecorder::new(tx);
         user.push(sample(0, 1_000, 500_000, true));
         user.push(sample(0, 2_000, 1_500_000, false));
@@ -446,5 +533,51 @@ mod tests {
         assert_eq!(untagged, 3, "warm-up intervals are logged too");
         let read = read_hlog(&log).expect("reads back");
         assert_eq!(read.iter().filter(|i| i.tag.is_none()).count(), 3);
+        let lag: u64 = read
+            .iter()
+            .filter(|i| i.tag.as_deref() == Some("send_lag"))
+            .map(|i| i.histogram.len())
+            .sum();
+        assert_eq!(lag, 3, "every send's lag is logged");
+        // Completed at 2.1 s, after the window's end at 2 s: the drain, not goodput.
+        assert_eq!(recording.successes_in_window, 1);
+        assert_eq!(recording.drain_requests, 1);
+    }
+
+    #[test]
+    fn errors_and_successes_have_separate_latencies() {
+        let (collector, tx) = Collector::start(vec!["a".into()], Instant::now(), u64::MAX);
+        let mut user = UserRecorder::new(tx);
+        for i in 0..90 {
+            user.push(sample(0, 10_000, 100_000 + i, false));
+        }
+        for i in 0..10 {
+            // Instant 503s.
+            user.push(Sample {
+                status: 503,
+                error: true,
+                ..sample(0, 50, 200_000 + i, false)
+            });
+        }
+        drop(user);
+        let recording = collector.finish();
+        assert_eq!(recording.latency.len(), 90);
+        assert_eq!(recording.error_latency.len(), 10);
+        assert!(recording.latency.value_at_quantile(0.01) >= 9_990, "503s left out");
+        assert!(recording.error_latency.max() <= 51);
+        assert_eq!(recording.by_request[0].error_latency.len(), 10);
+        assert_eq!(recording.successes_in_window, 90);
+        assert_eq!(recording.completions_in_window, 100);
+        let mut log = Vec::new();
+        recording
+            .write_hlog(&mut log, SystemTime::now(), "test")
+            .expect("hlog writes");
+        let read = read_hlog(&log).expect("reads back");
+        let errors: u64 = read
+            .iter()
+            .filter(|i| i.tag.as_deref() == Some("errors"))
+            .map(|i| i.histogram.len())
+            .sum();
+        assert_eq!(errors, 10);
     }
 }

@@ -48,8 +48,13 @@ impl Percentiles {
 pub struct RequestSummary {
     pub requests: u64,
     pub errors: u64,
+    /// Successful requests only (errors are in `error_latency_us`).
     pub latency_us: Percentiles,
     pub ttfb_us: Percentiles,
+    /// Failed requests (wrong status, connection error, timeout), apart: an instant 503 must not
+    /// pull the successes' p50 down.
+    #[serde(default)]
+    pub error_latency_us: Percentiles,
 }
 
 /// Files of one measurement, relative to the run directory.
@@ -63,18 +68,39 @@ pub struct MeasurementFiles {
 /// The figures of one load phase (one variant, one repetition).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
-    /// False when the generator could not be trusted; see `invalid_reason`.
+    /// False when the measurement cannot be trusted as the server's; see `invalid_reason`.
     pub valid: bool,
     pub invalid_reason: Option<String>,
     /// Stopped early (Ctrl-C): the figures cover what was measured.
     pub partial: bool,
-    /// Every user was busy past its slots (a slow server, or too few users): the achieved rate
-    /// is the server's, and latency includes the backlog. Not a generator fault.
+    /// A backlog formed (every user busy past its slots) while the generator was healthy and
+    /// users were still available: the server's doing, and latency includes the backlog.
     pub saturated: bool,
+    /// `valid`, `saturated` or `invalid` ([`crate::verdict::State`]); empty in files written
+    /// before it existed.
+    #[serde(default)]
+    pub verdict: String,
+    /// One sentence: why this verdict, naming the evidence.
+    #[serde(default)]
+    pub verdict_reason: Option<String>,
     /// Open model: mean scheduled rate after warm-up. Closed model: null.
     pub target_rate_per_sec: Option<f64>,
-    /// Completed requests (successful + failed) per second of the measured window.
+    /// Completed requests (successful + failed) inside the measured window, per second of it.
     pub throughput_rps: f64,
+    /// Successful completions inside the measured window per second of it — the throughput
+    /// figure that compare and gate use. `None` in files written before it existed.
+    #[serde(default)]
+    pub goodput_rps: Option<f64>,
+    /// After the schedule ended: how long the last in-flight requests took to finish, and how
+    /// many there were (they count in the latency figures, not in goodput).
+    #[serde(default)]
+    pub drain_ms: u64,
+    #[serde(default)]
+    pub drain_requests: u64,
+    /// Open model: scheduled requests never sent — still overdue when the grace after the
+    /// schedule's end ran out (an overloaded server or generator). Not in any latency figure.
+    #[serde(default)]
+    pub dropped_sends: u64,
     /// Requests sent per second of the measured window (the generator's achieved rate).
     pub achieved_send_rate_per_sec: f64,
     pub measured_duration_ms: u64,
@@ -85,9 +111,37 @@ pub struct Measurement {
     pub error_rate: f64,
     /// Count per HTTP status; "0" = no response (connection error, timeout).
     pub status_counts: BTreeMap<String, u64>,
-    /// Open model: from the scheduled send time; closed: from the actual send.
+    /// Successful requests only. Open model: from the scheduled send time (the backlog behind a
+    /// busy server counts; the generator's own send lag does not); closed: from the actual send.
     pub latency_us: Percentiles,
     pub ttfb_us: Percentiles,
+    /// Failed requests, measured the same way, apart from the successes.
+    #[serde(default)]
+    pub error_latency_us: Percentiles,
+    /// The generator's own lateness per send: actual send − the moment it could have gone
+    /// (`max(due, user free)`). Not part of `latency_us`.
+    #[serde(default)]
+    pub send_lag_us: Percentiles,
+    /// How late a task on the users' runtime woke from a precise 1 ms sleep: a CPU-starved
+    /// generator shows here whatever the server does.
+    #[serde(default)]
+    pub probe_lag_us: Percentiles,
+    /// Open model: users started, the most busy at once, and the cap (`[load] max_users`).
+    #[serde(default)]
+    pub users_started: u64,
+    #[serde(default)]
+    pub peak_users_busy: u64,
+    #[serde(default)]
+    pub max_users: u64,
+    /// Every user was busy at the cap while slots waited: the client, not the server, limited
+    /// the rate. Always invalid.
+    #[serde(default)]
+    pub users_exhausted: bool,
+    /// CPUs the generator may run on (`sched_getaffinity`), and its mean CPU as a share of them.
+    #[serde(default)]
+    pub generator_cpus_allowed: Option<u32>,
+    #[serde(default)]
+    pub generator_cpu_share: Option<f64>,
     pub requests_by_name: BTreeMap<String, RequestSummary>,
     /// Null for `url` targets (no process to watch).
     pub target_rss_peak_bytes: Option<u64>,
@@ -96,7 +150,7 @@ pub struct Measurement {
     pub postgres_cpu_mean_percent: Option<f64>,
     pub generator_rss_peak_bytes: Option<u64>,
     pub generator_cpu_mean_percent: Option<f64>,
-    /// Sends after the warm-up that the generator itself delayed by more than 10 ms.
+    /// Sends after the warm-up that the generator itself delayed by more than 1 ms.
     pub generator_late_sends: u64,
     pub generator_late_share: f64,
     /// Sends whose slot was already overdue when a user became free.
@@ -118,6 +172,14 @@ pub struct Measurement {
     /// `[find_max]` scenarios: the highest stage rate within the budget (see [`max_sustainable_rps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sustainable_rps: Option<f64>,
+    /// `[find_max]`: the gap between the ceiling and the lowest failing rate above it after the
+    /// bisection (the ceiling's resolution), req/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sustainable_resolution_rps: Option<f64>,
+    /// `[find_max]`: the first failing stage above the ceiling was client-limited (users
+    /// exhausted or generator-bound): the server's ceiling is at least `max_sustainable_rps`.
+    #[serde(default)]
+    pub max_sustainable_is_lower_bound: bool,
 }
 
 /// One stage of a `[find_max]` ramp, measured after its settle period.
@@ -134,6 +196,34 @@ pub struct StageFigures {
     pub generator_valid: bool,
     /// p99 ≤ budget, error rate < the maximum, and the generator valid.
     pub within_budget: bool,
+    /// The stage's verdict (`valid` / `saturated` / `invalid`) and its reason.
+    #[serde(default)]
+    pub verdict: String,
+    #[serde(default)]
+    pub verdict_reason: Option<String>,
+    /// The client (users exhausted, generator-bound), not the server, limited this stage: it
+    /// never counts as the server's ceiling.
+    #[serde(default)]
+    pub client_limited: bool,
+    /// Added by the bisection between the last passing and the first failing stage.
+    #[serde(default)]
+    pub bisection: bool,
+    #[serde(default)]
+    pub goodput_rps: Option<f64>,
+    #[serde(default)]
+    pub send_lag_p99_us: u64,
+    #[serde(default)]
+    pub peak_users_busy: u64,
+    #[serde(default)]
+    pub target_cpu_mean_percent: Option<f64>,
+    #[serde(default)]
+    pub target_rss_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub postgres_cpu_mean_percent: Option<f64>,
+    #[serde(default)]
+    pub postgres_rss_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub generator_cpu_mean_percent: Option<f64>,
 }
 
 /// The `[find_max]` budget a stage must stay within.
@@ -185,6 +275,20 @@ pub fn max_sustainable_rps(stages: &[StageFigures], failures_to_stop: u32) -> Op
         }
     }
     best
+}
+
+/// The ceiling ([`max_sustainable_rps`]) and the lowest failing stage above it: the interval
+/// the ramp's bisection narrows. `None` without a ceiling or without a failure above it.
+pub fn bisection_bounds(
+    stages: &[StageFigures],
+    failures_to_stop: u32,
+) -> Option<(f64, &StageFigures)> {
+    let ceiling = max_sustainable_rps(stages, failures_to_stop)?;
+    let fail = stages
+        .iter()
+        .filter(|s| s.rate_per_sec > ceiling && !s.within_budget)
+        .min_by(|a, b| a.rate_per_sec.total_cmp(&b.rate_per_sec))?;
+    Some((ceiling, fail))
 }
 
 /// Which variants the seed's before/after table compares.
@@ -257,6 +361,15 @@ pub struct LoadInfo {
     pub think_time_ms: u64,
     pub request_timeout_ms: u64,
     pub latency_origin: String,
+    /// Open model: the most users the load may grow to.
+    #[serde(default)]
+    pub max_users: Option<usize>,
+    /// At or above this error rate the run is invalid.
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    /// The `Accept-Encoding` header every request sends (`[http] accept_encoding`); `None` = none.
+    #[serde(default)]
+    pub accept_encoding: Option<String>,
     /// The `[find_max]` ramp as run, when the scenario has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find_max: Option<FindMaxInfo>,
@@ -509,6 +622,7 @@ mod max_sustainable_tests {
             error_rate,
             generator_valid,
             within_budget: BUDGET.admits(p99_us, error_rate, generator_valid, 1000),
+            ..StageFigures::default()
         }
     }
 
@@ -562,6 +676,27 @@ mod max_sustainable_tests {
         // The stage order in the file does not matter, only the rates.
         let shuffled = [stages[2].clone(), stages[0].clone(), stages[1].clone()];
         assert_eq!(max_sustainable_rps(&shuffled, 1), Some(200.0));
+    }
+
+    #[test]
+    fn bisection_narrows_between_the_ceiling_and_the_first_failure_above_it() {
+        let mut stages = vec![
+            stage(1200.0, 3_000, 0.0, true),
+            stage(1600.0, 9_000, 0.0, true),
+            stage(2000.0, 90_000, 0.0, true),
+        ];
+        let (pass, fail) = bisection_bounds(&stages, 1).expect("bounds");
+        assert_eq!((pass, fail.rate_per_sec), (1600.0, 2000.0));
+        // A passing bisection stage raises the ceiling; a failing one lowers the bound.
+        stages.push(stage(1800.0, 20_000, 0.0, true));
+        let (pass, fail) = bisection_bounds(&stages, 1).expect("bounds");
+        assert_eq!((pass, fail.rate_per_sec), (1800.0, 2000.0));
+        stages.push(stage(1900.0, 70_000, 0.0, true));
+        let (pass, fail) = bisection_bounds(&stages, 1).expect("bounds");
+        assert_eq!((pass, fail.rate_per_sec), (1800.0, 1900.0));
+        assert_eq!(max_sustainable_rps(&stages, 1), Some(1800.0));
+        // Nothing failed above the ceiling: nothing to bisect.
+        assert!(bisection_bounds(&stages[..2], 1).is_none());
     }
 
     #[test]

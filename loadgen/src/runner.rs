@@ -16,7 +16,7 @@ use crate::results::{
     RequestSummary, RunInfo, ScenarioInfo, StageBudget, StageFigures, Summary, VariantInfo,
     VariantSummary,
 };
-use crate::sampler::{self, ResourceSummary, Watched};
+use crate::sampler::{self, ResourceSummary, Sampler, Watched};
 use crate::scenario::{
     self, FindMaxSpec, LoadModel, Scenario, ScenarioError, TargetSpec, VariantSpec,
 };
@@ -181,6 +181,9 @@ fn run_info(
             think_time_ms: millis(load.think_time),
             request_timeout_ms: millis(load.request_timeout),
             latency_origin: latency_origin(load.model).to_string(),
+            max_users: (load.model == LoadModel::Open).then_some(load.max_users),
+            max_error_rate: Some(load.max_error_rate),
+            accept_encoding: scenario.http.accept_encoding.clone(),
             find_max: scenario.find_max.as_ref().map(|f| FindMaxInfo {
                 budget: f.budget,
                 settle_ms: millis(f.settle),
@@ -442,8 +445,13 @@ impl Phase<'_> {
                 {
                     match self.find_max(&running, find_max, cancel.clone()).await {
                         Ok(stages) => {
-                            m.max_sustainable_rps =
-                                results::max_sustainable_rps(&stages, find_max.stop_after_failures);
+                            let k = find_max.stop_after_failures;
+                            m.max_sustainable_rps = results::max_sustainable_rps(&stages, k);
+                            if let Some((ceiling, fail)) = results::bisection_bounds(&stages, k) {
+                                m.max_sustainable_resolution_rps =
+                                    Some(fail.rate_per_sec - ceiling);
+                                m.max_sustainable_is_lower_bound = fail.client_limited;
+                            }
                             m.stages = stages;
                         }
                         Err(e) => measured = Err(e),
@@ -498,6 +506,8 @@ impl Phase<'_> {
         let load = LoadPlan {
             model: scenario.load.model,
             users: scenario.load.users,
+            max_users: scenario.load.max_users,
+            accept_encoding: scenario.http.accept_encoding.clone(),
             schedule: plan.clone(),
             think_time: scenario.load.think_time,
             request_timeout: scenario.load.request_timeout,
@@ -520,91 +530,166 @@ impl Phase<'_> {
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("the collector thread panicked");
-                crate::recorder::Collector::start(Vec::new(), Instant::now())
+                crate::recorder::Collector::start(Vec::new(), Instant::now(), 0)
                     .0
                     .finish()
             });
         (recording, outcome)
     }
 
-    /// The second phase: each ramp stage as a load phase of its own (its settle period is the
-    /// warm-up, so it is excluded), until `stop_after_failures` consecutive stages fail.
-    async fn find_max(
+    /// The processes the sampler watches during a load phase.
+    fn watched(&self, running: &target::RunningTarget) -> Watched {
+        Watched {
+            target_pid: running.pid,
+            postgres_pid: self
+                .databases
+                .filter(|_| self.variant.target.needs_database())
+                .and_then(Databases::postmaster_pid),
+        }
+    }
+
+    /// One ramp stage at `rate`: its settle period is the warm-up, so it is excluded; sampled
+    /// like the fixed-rate phase. `None` when interrupted.
+    async fn ramp_stage(
         &self,
         running: &target::RunningTarget,
         find_max: &FindMaxSpec,
+        stage: &Stage,
+        salt: u64,
+        bisection: bool,
         cancel: watch::Receiver<bool>,
-    ) -> Result<Vec<StageFigures>, RunError> {
+    ) -> Result<Option<StageFigures>, RunError> {
         let names: Vec<String> = self
             .scenario
             .requests
             .iter()
             .map(|r| r.name.clone())
             .collect();
+        let plan = SchedulePlan::new(
+            find_max.settle,
+            &[Stage {
+                rate_per_sec: stage.rate_per_sec,
+                duration: stage.duration.saturating_sub(find_max.settle),
+            }],
+        );
+        let (collector, sink) = Collector::start(names, Instant::now(), window_end_us(&plan));
+        let label = self.label(&format!(
+            " {} {:.0}/s",
+            if bisection { "bisect" } else { "ramp" },
+            stage.rate_per_sec
+        ));
+        let progress =
+            output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
+        let sampler = Sampler::start(self.watched(running), None).ok();
+        let (recording, outcome) = self
+            .drive(running, &plan, salt, collector, sink, cancel)
+            .await;
+        let resources = sampler.map(Sampler::stop).unwrap_or_default();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                progress.finish("failed");
+                return Err(e.into());
+            }
+        };
+        if outcome.cancelled {
+            progress.finish("interrupted");
+            return Ok(None);
+        }
+        let m = build_measurement(
+            &recording,
+            &plan,
+            &PhaseFacts {
+                model: LoadModel::Open,
+                max_error_rate: self.scenario.load.max_error_rate,
+                outcome: &outcome,
+                resources: &resources,
+                partial: false,
+            },
+            MeasurementFiles::default(),
+        );
+        let mut figures = stage_figures(stage, &m, &find_max.budget);
+        figures.bisection = bisection;
+        progress.finish(&format!(
+            "{:.1} req/s, p99 {} at {:.0}/s, errors {:.2} % — {}",
+            figures.goodput_rps.unwrap_or(figures.achieved_rps),
+            output::format_us(figures.p99_us),
+            stage.rate_per_sec,
+            figures.error_rate * 100.0,
+            if figures.client_limited {
+                "CLIENT-LIMITED (not the server's ceiling)"
+            } else if figures.within_budget {
+                "within budget"
+            } else {
+                "over budget"
+            }
+        ));
+        Ok(Some(figures))
+    }
+
+    /// The second phase: each ramp stage as a load phase of its own, until
+    /// `stop_after_failures` consecutive stages fail (over budget or client-limited); then a
+    /// bisection between the ceiling and the lowest failing rate above it, until the gap is
+    /// at most [`BISECTION_RESOLUTION`] of the ceiling.
+    async fn find_max(
+        &self,
+        running: &target::RunningTarget,
+        find_max: &FindMaxSpec,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Vec<StageFigures>, RunError> {
         let mut figures = Vec::new();
         let mut consecutive_failures = 0;
-        for (index, stage) in find_max.stages.iter().enumerate() {
+        let mut salt = 0u64;
+        for stage in &find_max.stages {
             if *cancel.borrow() {
                 break;
             }
-            let plan = SchedulePlan::new(
-                find_max.settle,
-                &[Stage {
-                    rate_per_sec: stage.rate_per_sec,
-                    duration: stage.duration.saturating_sub(find_max.settle),
-                }],
-            );
-            let (collector, sink) = Collector::start(names.clone(), Instant::now());
-            let label = self.label(&format!(" ramp {:.0}/s", stage.rate_per_sec));
-            let progress =
-                output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
-            let salt = u64::try_from(index).unwrap_or(0) + 1;
-            let (recording, outcome) = self
-                .drive(running, &plan, salt, collector, sink, cancel.clone())
-                .await;
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    progress.finish("failed");
-                    return Err(e.into());
-                }
+            salt += 1;
+            let Some(result) = self
+                .ramp_stage(running, find_max, stage, salt, false, cancel.clone())
+                .await?
+            else {
+                return Ok(figures);
             };
-            if outcome.cancelled {
-                progress.finish("interrupted");
-                break;
-            }
-            let m = build_measurement(
-                &recording,
-                &plan,
-                LoadModel::Open,
-                &ResourceSummary::default(),
-                false,
-                MeasurementFiles::default(),
-            );
-            let stage_result = stage_figures(stage, &m, &find_max.budget);
-            progress.finish(&format!(
-                "{:.1} req/s, p99 {} at {:.0}/s, errors {:.2} % — {}",
-                stage_result.achieved_rps,
-                output::format_us(stage_result.p99_us),
-                stage.rate_per_sec,
-                stage_result.error_rate * 100.0,
-                if stage_result.within_budget {
-                    "within budget"
-                } else {
-                    "over budget"
-                }
-            ));
-            consecutive_failures = if stage_result.within_budget {
+            consecutive_failures = if result.within_budget {
                 0
             } else {
                 consecutive_failures + 1
             };
-            figures.push(stage_result);
+            figures.push(result);
             if find_max.stop_after_failures > 0
                 && consecutive_failures >= find_max.stop_after_failures
             {
                 break;
             }
+        }
+        // Bisection: the same stage length as the coarse ramp's first failing stage.
+        while let Some((pass, fail)) =
+            results::bisection_bounds(&figures, find_max.stop_after_failures)
+        {
+            if *cancel.borrow() || fail.rate_per_sec - pass <= BISECTION_RESOLUTION * pass {
+                break;
+            }
+            let stage = Stage {
+                rate_per_sec: ((pass + fail.rate_per_sec) / 2.0).round(),
+                duration: find_max
+                    .stages
+                    .iter()
+                    .find(|s| s.rate_per_sec >= fail.rate_per_sec)
+                    .or(find_max.stages.last())
+                    .map_or(Duration::from_secs(8), |s| s.duration),
+            };
+            if stage.rate_per_sec <= pass || stage.rate_per_sec >= fail.rate_per_sec {
+                break;
+            }
+            salt += 1;
+            let Some(result) = self
+                .ramp_stage(running, find_max, &stage, salt, true, cancel.clone())
+                .await?
+            else {
+                break;
+            };
+            figures.push(result);
         }
         Ok(figures)
     }
@@ -618,19 +703,15 @@ impl Phase<'_> {
         let scenario = self.scenario;
         let plan = schedule_plan(scenario);
         let names: Vec<String> = scenario.requests.iter().map(|r| r.name.clone()).collect();
-        let (collector, sink) = Collector::start(names, Instant::now());
-        let (sampler_stop, sampler_stop_rx) = watch::channel(false);
+        let (collector, sink) = Collector::start(names, Instant::now(), window_end_us(&plan));
         let csv_path = dir.join("resources.csv");
-        let watched = Watched {
-            target_pid: running.pid,
-            postgres_pid: self
-                .databases
-                .filter(|_| self.variant.target.needs_database())
-                .and_then(Databases::postmaster_pid),
+        let sampler = match Sampler::start(self.watched(running), Some(&csv_path)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("resource sampling failed to start: {e}");
+                None
+            }
         };
-        let sampler_csv = csv_path.clone();
-        let sampler_task =
-            tokio::spawn(async move { sampler::run(watched, &sampler_csv, sampler_stop_rx).await });
         let label = self.label("");
         let progress =
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
@@ -638,15 +719,7 @@ impl Phase<'_> {
         let gc_before = self.gc_totals(running).await;
         let (recording, outcome) = self.drive(running, &plan, 0, collector, sink, cancel).await;
         let gc_after = self.gc_totals(running).await;
-        let _ = sampler_stop.send(true);
-        let resources = match sampler_task.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::warn!("resource sampling failed: {e}");
-                ResourceSummary::default()
-            }
-            Err(_) => ResourceSummary::default(),
-        };
+        let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -660,7 +733,7 @@ impl Phase<'_> {
             .unwrap_or_else(SystemTime::now);
         let hlog_path = dir.join("latency.hlog");
         let comment = format!(
-            "apibench {} variant {} ({} model; latency from the {} time)",
+            "apibench {} variant {} ({} model; latency from the {} time, successes untagged; tags: ttfb, errors, send_lag)",
             scenario.name,
             self.variant.name,
             scenario.load.model,
@@ -686,9 +759,13 @@ impl Phase<'_> {
         let mut measurement = build_measurement(
             &recording,
             &plan,
-            scenario.load.model,
-            &resources,
-            outcome.cancelled,
+            &PhaseFacts {
+                model: scenario.load.model,
+                max_error_rate: scenario.load.max_error_rate,
+                outcome: &outcome,
+                resources: &resources,
+                partial: outcome.cancelled,
+            },
             files,
         );
         if let (Some(before), Some(after)) = (gc_before, gc_after) {
@@ -697,68 +774,118 @@ impl Phase<'_> {
             measurement.gc_pauses = Some(pause.pauses);
         }
         progress.finish(&format!(
-            "{:.1} req/s, p99 {} {}",
-            measurement.throughput_rps,
+            "{:.1} req/s goodput, p99 {}, send-lag p99 {} — {}",
+            measurement.goodput_rps.unwrap_or(measurement.throughput_rps),
             output::format_us(measurement.latency_us.p99),
-            if measurement.valid {
-                "valid"
-            } else {
-                "INVALID"
-            }
+            output::format_us(measurement.send_lag_us.p99),
+            measurement.verdict.to_uppercase()
         ));
         Ok(measurement)
     }
+}
+
+/// The bisection stops when the gap between the ceiling and the lowest failing rate above it
+/// is at most this share of the ceiling.
+pub const BISECTION_RESOLUTION: f64 = 0.05;
+
+/// The schedule's end from its start, µs: completions after it are the drain.
+fn window_end_us(plan: &SchedulePlan) -> u64 {
+    u64::try_from(plan.end_offset().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What a load phase knew besides its recording.
+pub struct PhaseFacts<'a> {
+    pub model: LoadModel,
+    pub max_error_rate: f64,
+    pub outcome: &'a engine::EngineOutcome,
+    pub resources: &'a ResourceSummary,
+    /// Stopped early (Ctrl-C).
+    pub partial: bool,
 }
 
 /// Turns a recording into the summary figures and applies the generator's self-check.
 pub fn build_measurement(
     recording: &Recording,
     plan: &SchedulePlan,
-    model: LoadModel,
-    resources: &ResourceSummary,
-    partial: bool,
+    facts: &PhaseFacts<'_>,
     files: MeasurementFiles,
 ) -> Measurement {
+    let (model, resources, partial) = (facts.model, facts.resources, facts.partial);
     let warmup_us = u64::try_from(plan.warmup().as_micros()).unwrap_or(0);
     let planned_us =
         u64::try_from(plan.end_offset().saturating_sub(plan.warmup()).as_micros()).unwrap_or(0);
-    let window = |last_us: Option<u64>| {
-        let actual = last_us.map_or(0, |l| l.saturating_sub(warmup_us));
-        let us = if partial {
-            actual
-        } else {
-            actual.max(planned_us)
-        };
-        us as f64 / 1e6
+    // The measured window: from the warm-up's end to the schedule's end (to the last send when
+    // interrupted). Completions after it are the drain, reported apart.
+    let window_secs = if partial {
+        recording
+            .last_measured_send_us
+            .map_or(0, |l| l.saturating_sub(warmup_us)) as f64
+            / 1e6
+    } else {
+        planned_us as f64 / 1e6
     };
-    let send_secs = window(recording.last_measured_send_us);
-    let completion_secs = window(recording.last_measured_completion_us);
+    let send_secs = if partial {
+        window_secs
+    } else {
+        let actual = recording
+            .last_measured_send_us
+            .map_or(0, |l| l.saturating_sub(warmup_us));
+        actual.max(planned_us) as f64 / 1e6
+    };
     let per_sec = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let target_rate_per_sec = match model {
         LoadModel::Open => Some(plan.measured_rate_per_sec()),
         LoadModel::Closed => None,
     };
     let achieved_send_rate_per_sec = per_sec(recording.sends, send_secs);
+    let send_lag_us = Percentiles::of(&recording.send_lag);
+    let probe_lag_us = Percentiles::of(&facts.outcome.probe_lag);
+    let cpus_allowed = sampler::cpus_allowed();
+    let successes = recording.requests.saturating_sub(recording.errors);
     let verdict = verdict::judge(&Evidence {
         // A partial run never reached its schedule's end: judge lateness, not the rate.
         target_rate_per_sec: if partial { None } else { target_rate_per_sec },
         achieved_send_rate_per_sec,
         sends: recording.sends,
-        generator_late_sends: recording.generator_late_sends,
         backlogged_sends: recording.backlogged_sends,
+        backlogged_at_cap_sends: recording.backlogged_at_cap_sends,
         requests: recording.requests,
         errors: recording.errors,
+        max_error_rate: facts.max_error_rate,
+        send_lag_p99_us: send_lag_us.p99,
+        probe_lag_p99_us: (probe_lag_us.count > 0).then_some(probe_lag_us.p99),
+        generator_cpu_percent: resources.generator_cpu_mean_percent,
+        generator_cpus_allowed: cpus_allowed,
+        max_users: facts.outcome.max_users as u64,
+        peak_users_busy: facts.outcome.peak_users_busy as u64,
+        mean_service_us: (successes > 0)
+            .then(|| recording.service_sum_us as f64 / successes as f64),
     });
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let drain_ms = match recording.last_measured_completion_us {
+        Some(last) if !partial => last.saturating_sub(recording.window_end_us) / 1000,
+        _ => 0,
+    };
     Measurement {
-        valid: verdict.valid,
-        invalid_reason: verdict.invalid_reason,
+        valid: verdict.valid(),
+        invalid_reason: (!verdict.valid()).then(|| verdict.reason.clone()),
         partial,
-        saturated: verdict.saturated,
+        saturated: verdict.saturated(),
+        verdict: verdict.state.as_str().to_string(),
+        verdict_reason: Some(verdict.reason.clone()),
         target_rate_per_sec: target_rate_per_sec.map(round2),
-        throughput_rps: round2(per_sec(recording.requests, completion_secs)),
+        throughput_rps: round2(per_sec(recording.completions_in_window, window_secs)),
+        goodput_rps: Some(round2(per_sec(recording.successes_in_window, window_secs))),
+        drain_ms,
+        drain_requests: recording.drain_requests,
+        dropped_sends: match model {
+            LoadModel::Open if !partial => plan
+                .total_slots()
+                .saturating_sub(recording.sends + recording.warmup_requests),
+            _ => 0,
+        },
         achieved_send_rate_per_sec: round2(achieved_send_rate_per_sec),
-        measured_duration_ms: (completion_secs * 1000.0).round() as u64,
+        measured_duration_ms: (window_secs * 1000.0).round() as u64,
         warmup_ms: warmup_us / 1000,
         requests: recording.requests,
         errors: recording.errors,
@@ -775,6 +902,17 @@ pub fn build_measurement(
             .collect(),
         latency_us: Percentiles::of(&recording.latency),
         ttfb_us: Percentiles::of(&recording.ttfb),
+        error_latency_us: Percentiles::of(&recording.error_latency),
+        send_lag_us,
+        probe_lag_us,
+        users_started: facts.outcome.users_started as u64,
+        peak_users_busy: facts.outcome.peak_users_busy as u64,
+        max_users: facts.outcome.max_users as u64,
+        users_exhausted: verdict.users_exhausted,
+        generator_cpus_allowed: Some(cpus_allowed),
+        generator_cpu_share: resources
+            .generator_cpu_mean_percent
+            .map(|cpu| round2(cpu / (100.0 * f64::from(cpus_allowed.max(1))))),
         requests_by_name: recording
             .by_request
             .iter()
@@ -786,6 +924,7 @@ pub fn build_measurement(
                         errors: r.errors,
                         latency_us: Percentiles::of(&r.latency),
                         ttfb_us: Percentiles::of(&r.ttfb),
+                        error_latency_us: Percentiles::of(&r.error_latency),
                     },
                 )
             })
@@ -809,18 +948,40 @@ pub fn build_measurement(
         gc_pauses: None,
         stages: Vec::new(),
         max_sustainable_rps: None,
+        max_sustainable_resolution_rps: None,
+        max_sustainable_is_lower_bound: false,
     }
 }
 
-/// One ramp stage's figures from its measurement (the settle period was its warm-up).
+/// One ramp stage's figures from its measurement (the settle period was its warm-up). A stage
+/// the client limited (users exhausted, generator-bound) is never within budget and never
+/// counts as the server's ceiling.
 pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> StageFigures {
+    let client_limited = !m.valid
+        && (m.users_exhausted
+            || m.invalid_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("generator-bound")));
     StageFigures {
         rate_per_sec: stage.rate_per_sec,
         achieved_rps: m.throughput_rps,
         p99_us: m.latency_us.p99,
         requests: m.requests,
         error_rate: m.error_rate,
-        generator_valid: m.valid,
-        within_budget: budget.admits(m.latency_us.p99, m.error_rate, m.valid, m.requests),
+        generator_valid: !client_limited,
+        within_budget: !client_limited
+            && budget.admits(m.latency_us.p99, m.error_rate, true, m.requests),
+        verdict: m.verdict.clone(),
+        verdict_reason: m.verdict_reason.clone(),
+        client_limited,
+        bisection: false,
+        goodput_rps: m.goodput_rps,
+        send_lag_p99_us: m.send_lag_us.p99,
+        peak_users_busy: m.peak_users_busy,
+        target_cpu_mean_percent: m.target_cpu_mean_percent,
+        target_rss_peak_bytes: m.target_rss_peak_bytes,
+        postgres_cpu_mean_percent: m.postgres_cpu_mean_percent,
+        postgres_rss_peak_bytes: m.postgres_rss_peak_bytes,
+        generator_cpu_mean_percent: m.generator_cpu_mean_percent,
     }
 }

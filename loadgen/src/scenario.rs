@@ -54,8 +54,13 @@ impl std::fmt::Display for LoadModel {
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub model: LoadModel,
-    /// Goose users: concurrent connections.
+    /// Goose users: concurrent connections (open model: the ones started at once).
     pub users: usize,
+    /// Open model: the load adds users while every user is busy, up to this many
+    /// (default [`DEFAULT_MAX_USERS_FACTOR`] × `users`). Closed model: equals `users`.
+    pub max_users: usize,
+    /// At or above this share of failed requests the run is invalid (default 0.5).
+    pub max_error_rate: f64,
     /// Measured but excluded from the results; run at the first stage's rate.
     pub warmup: Duration,
     /// Open model: the measured stages (one when the scenario gives `rate_per_sec` + `duration`).
@@ -66,6 +71,29 @@ pub struct LoadSpec {
     pub think_time: Duration,
     /// A request still unanswered after this counts as an error.
     pub request_timeout: Duration,
+}
+
+/// The open model's default `max_users`: this many times `users`.
+pub const DEFAULT_MAX_USERS_FACTOR: usize = 4;
+/// The most users a scenario may ask for.
+pub const MAX_USERS_LIMIT: usize = 10_000;
+
+/// `[http]`: how every request is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSpec {
+    /// The `Accept-Encoding` header; `None` sends none (the server answers uncompressed).
+    pub accept_encoding: Option<String>,
+}
+
+/// Today's behaviour: ask for gzip (decompressing is then part of the full-body time).
+pub const DEFAULT_ACCEPT_ENCODING: &str = "gzip";
+
+impl Default for HttpSpec {
+    fn default() -> HttpSpec {
+        HttpSpec {
+            accept_encoding: Some(DEFAULT_ACCEPT_ENCODING.to_string()),
+        }
+    }
 }
 
 /// What a variant runs against.
@@ -136,6 +164,7 @@ pub struct Scenario {
     pub sha256: String,
     pub data: DataSpec,
     pub load: LoadSpec,
+    pub http: HttpSpec,
     pub requests: Vec<RequestSpec>,
     pub variants: Vec<VariantSpec>,
     /// `[find_max]`: a second load phase per variant, a ramp to find its maximum sustainable rate.
@@ -170,6 +199,8 @@ struct RawScenario {
     #[serde(default)]
     data: Option<RawData>,
     load: Spanned<RawLoad>,
+    #[serde(default)]
+    http: Option<RawHttp>,
     #[serde(default)]
     target: Option<Spanned<RawTarget>>,
     #[serde(default)]
@@ -213,11 +244,19 @@ struct RawLoad {
     model: Option<Spanned<String>>,
     rate_per_sec: Option<Spanned<f64>>,
     users: Option<Spanned<i64>>,
+    max_users: Option<Spanned<i64>>,
+    max_error_rate: Option<Spanned<f64>>,
     duration: Option<Spanned<String>>,
     warmup: Option<Spanned<String>>,
     think_time: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     stages: Option<Spanned<Vec<Spanned<RawStage>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    accept_encoding: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +340,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     };
 
     let load = parse_load(&cx, &raw.load)?;
+    let http = match raw.http.as_ref().and_then(|h| h.accept_encoding.as_ref()) {
+        None => HttpSpec::default(),
+        Some(value) => {
+            let text = value.get_ref().trim();
+            if text.is_empty() || text.eq_ignore_ascii_case("none") {
+                HttpSpec {
+                    accept_encoding: None,
+                }
+            } else if reqwest::header::HeaderValue::from_str(text).is_err() {
+                return Err(cx.err(
+                    &value.span(),
+                    "http.accept_encoding",
+                    "not a valid header value; e.g. \"gzip\", \"identity\" or \"none\" (no header)",
+                ));
+            } else {
+                HttpSpec {
+                    accept_encoding: Some(text.to_string()),
+                }
+            }
+        }
+    };
 
     if raw.requests.is_empty() {
         return Err(cx.err(&(0..0), "requests", "at least one [[requests]] is required"));
@@ -411,6 +471,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         sha256,
         data,
         load,
+        http,
         requests,
         variants,
         find_max,
@@ -749,6 +810,42 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| cx.err(&u.span(), "load.users", "must be 1..=10000"))?,
     };
+    let max_users = match &load.max_users {
+        None => (users * DEFAULT_MAX_USERS_FACTOR).min(MAX_USERS_LIMIT.max(users)),
+        Some(m) => {
+            if model == LoadModel::Closed {
+                return Err(cx.err(
+                    &m.span(),
+                    "load.max_users",
+                    "max_users belongs to the open model (users grow while every user is busy); the closed model runs exactly `users`",
+                ));
+            }
+            usize::try_from(*m.get_ref())
+                .ok()
+                .filter(|n| (users..=MAX_USERS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    cx.err(
+                        &m.span(),
+                        "load.max_users",
+                        &format!("must be users ({users})..=10000"),
+                    )
+                })?
+        }
+    };
+    let max_error_rate = match &load.max_error_rate {
+        None => crate::verdict::DEFAULT_MAX_ERROR_RATE,
+        Some(r) => {
+            let rate = *r.get_ref();
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(cx.err(
+                    &r.span(),
+                    "load.max_error_rate",
+                    &format!("must be a fraction in (0, 1] (0.5 = half the requests), got {rate}"),
+                ));
+            }
+            rate
+        }
+    };
     let warmup = match &load.warmup {
         None => Duration::ZERO,
         Some(w) => duration_field(cx, w, "load.warmup")?,
@@ -823,6 +920,8 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
             Ok(LoadSpec {
                 model,
                 users,
+                max_users,
+                max_error_rate,
                 warmup,
                 stages,
                 duration,
@@ -855,6 +954,8 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
             Ok(LoadSpec {
                 model,
                 users,
+                max_users: users,
+                max_error_rate,
                 warmup,
                 stages: Vec::new(),
                 duration,

@@ -76,6 +76,16 @@ weight = 3
         "2 s at 100/s after the warm-up"
     );
     assert_eq!(variant.figures.errors, 0);
+    // Every measured send has its lag recorded, apart from latency; the verdict says why.
+    assert_eq!(variant.figures.send_lag_us.count, 200);
+    assert!(!variant.figures.verdict.is_empty());
+    assert!(variant.figures.verdict_reason.is_some());
+    assert!(variant.figures.probe_lag_us.count > 0, "the runtime probe ran");
+    let goodput = variant.figures.goodput_rps.expect("goodput");
+    assert!(
+        (90.0..=101.0).contains(&goodput),
+        "goodput {goodput}/s of a 100/s schedule"
+    );
     assert!(variant.figures.target_rss_peak_bytes.is_none());
     assert_eq!(variant.figures.requests_by_name.len(), 2);
     let hlog = std::fs::read(out.join("default/latency.hlog")).expect("latency.hlog");
@@ -143,5 +153,102 @@ path = "/"
     assert!(
         closed_p99 * 4 < open_p99,
         "closed p99 {closed_p99} µs should hide most of the stall that open p99 {open_p99} µs shows"
+    );
+
+    // 3. A healthy server that takes 50 ms per request at 200/s needs ≈ 10 users (Little's
+    //    law). With at most 4, every user is busy while slots wait: the client limits the
+    //    rate, and the run says so instead of calling it the server's saturation.
+    let slow = common::serve(common::slow(Duration::from_millis(50))).await;
+    let exhausted = run_scenario(
+        dir.path(),
+        "exhausted",
+        &format!(
+            r#"name = "exhausted"
+[load]
+rate_per_sec = 200
+users = 2
+max_users = 4
+duration = "2s"
+timeout = "1s"
+[target]
+kind = "url"
+url = "{slow}"
+[[requests]]
+name = "root"
+path = "/"
+"#
+        ),
+    )
+    .await;
+    let m = &exhausted.variants[0].figures;
+    assert_eq!(m.verdict, "invalid", "{m:?}");
+    assert!(m.users_exhausted);
+    assert!(!m.saturated);
+    let reason = m.invalid_reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("users exhausted: 4 of 4 busy"), "{reason}");
+    assert!(reason.contains("needs ≈"), "{reason}");
+    assert_eq!(m.users_started, 4, "grew from 2 to the cap");
+    assert!(m.dropped_sends > 0, "the backlog past the grace is dropped");
+
+    // ...while with room to grow, the same server is served on time: users grow to what the
+    //    rate needs and the run is not client-limited.
+    let grown = run_scenario(
+        dir.path(),
+        "grown",
+        &format!(
+            r#"name = "grown"
+[load]
+rate_per_sec = 200
+users = 2
+max_users = 64
+duration = "2s"
+warmup = "1s"
+[target]
+kind = "url"
+url = "{slow}"
+[[requests]]
+name = "root"
+path = "/"
+"#
+        ),
+    )
+    .await;
+    let m = &grown.variants[0].figures;
+    assert!(!m.users_exhausted, "{m:?}");
+    assert!(m.users_started > 2 && m.users_started < 64, "{m:?}");
+    assert_eq!(m.dropped_sends, 0);
+
+    // 4. Half the requests fail at once with 503, half succeed after 20 ms: the instant
+    //    errors do not pull the successes' p50 down, and at 50 % errors the run is invalid.
+    let failing = common::serve(common::half_failing(Duration::from_millis(20))).await;
+    let errors = run_scenario(
+        dir.path(),
+        "errors",
+        &format!(
+            r#"name = "errors"
+[load]
+rate_per_sec = 100
+users = 8
+duration = "2s"
+[target]
+kind = "url"
+url = "{failing}"
+[[requests]]
+name = "root"
+path = "/"
+"#
+        ),
+    )
+    .await;
+    let m = &errors.variants[0].figures;
+    assert!(m.latency_us.p50 >= 20_000, "successes' p50 {}", m.latency_us.p50);
+    assert!(m.error_latency_us.p50 < 20_000, "errors' p50 {}", m.error_latency_us.p50);
+    assert_eq!(m.error_latency_us.count, m.errors);
+    assert_eq!(m.verdict, "invalid");
+    assert!(
+        m.invalid_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("too many errors")),
+        "{m:?}"
     );
 }

@@ -37,6 +37,30 @@ pub fn stalling(period: Duration, stall: Duration) -> Router {
     }))
 }
 
+/// Answers every request after `delay`: a healthy but slow server (e.g. 50 ms of work).
+pub fn slow(delay: Duration) -> Router {
+    Router::new().fallback(get(move || async move {
+        tokio::time::sleep(delay).await;
+        "ok"
+    }))
+}
+
+/// `503` at once on every other request, `200` after `delay` on the others.
+pub fn half_failing(delay: Duration) -> Router {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Router::new().fallback(get(move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            if n % 2 == 0 {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+            } else {
+                tokio::time::sleep(delay).await;
+                (axum::http::StatusCode::OK, "ok")
+            }
+        }
+    }))
+}
+
 /// Writes `text` as `name` in `dir`.
 pub fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
