@@ -70,4 +70,9 @@ pub struct RunArgs {
     /// No progress bars (the summary table is still printed)
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// How sends wait for their due time: `precise` (the pacer thread, tens of µs) or `tokio`
+    /// (tokio's 1 ms timer wheel, the old behaviour — for measuring what precision buys)
+    #[arg(long, value_enum, env = "APIBENCH_TIMER", default_value_t = crate::engine::Timer::Precise)]
+    pub timer: crate::engine::Timer,
 }

@@ -66,6 +66,7 @@ pub struct LoadPlan {
     pub max_users: usize,
     /// The `Accept-Encoding` header to send; `None`: no such header (identity).
     pub accept_encoding: Option<String>,
+    pub timer: Timer,
     /// Open model: the schedule; closed model: only its warm-up and end offset are used.
     pub schedule: SchedulePlan,
     pub think_time: Duration,
@@ -73,6 +74,19 @@ pub struct LoadPlan {
     pub seed: u64,
     pub requests: Arc<Vec<RequestSpec>>,
     pub templates: Arc<SharedTemplateState>,
+}
+
+/// How sends wait for their due time.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Timer {
+    /// The [`Pacer`] thread: tens of microseconds.
+    #[default]
+    Precise,
+    /// tokio's timer wheel: rounds every sleep up to the next millisecond (the old behaviour).
+    Tokio,
 }
 
 /// How the phase ended.
@@ -380,8 +394,14 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         };
         first = false;
         if due > Instant::now() {
+            let wait = async {
+                match shared.plan.timer {
+                    Timer::Precise => shared.pacer.sleep_until(due).await,
+                    Timer::Tokio => tokio::time::sleep_until(due.into()).await,
+                }
+            };
             tokio::select! {
-                () = shared.pacer.sleep_until(due) => {}
+                () = wait => {}
                 _ = cancel.wait_for(|c| *c) => break,
             }
         }

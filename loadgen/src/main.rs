@@ -58,6 +58,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 variants: args.variants,
                 api_bin: args.api_bin,
                 quiet: args.quiet,
+                timer: args.timer,
                 command_line: std::env::args().collect(),
             };
             match runtime.block_on(loadgen::run(options, cancel_rx)) {

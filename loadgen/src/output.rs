@@ -1,8 +1,15 @@
 //! What the user sees: a progress bar per variant on stderr, the summary table on stdout.
-//! A latency figure is always printed next to the rate that produced it.
+//! A latency figure is always printed next to the rate that produced it, and next to the
+//! generator's own send lag (which it excludes), and every row says whose numbers they are: its
+//! verdict (valid / saturated / invalid) with the reason under any row that is not plainly valid.
+//!
+//! The display helpers every view shares live here ([`verdict_state`], [`goodput_rps`],
+//! [`format_rate`], [`stage_mark`]), so the terminal, the report and the migration table cannot
+//! disagree about a row. The tables are returned as strings; the binary prints them.
 
 use crate::recorder::LiveStats;
-use crate::results::{Measurement, Summary};
+use crate::results::{Measurement, StageFigures, Summary};
+use crate::verdict::State;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,51 +83,147 @@ impl Progress {
     }
 }
 
+/// A rate with its thousands grouped by a space: "1 850", "200", "12 000".
+pub fn format_rate(rate: f64) -> String {
+    let digits = format!("{:.0}", rate.abs());
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if rate < 0.0 && digits != "0" {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The measurement's verdict. Files written before `verdict` existed (empty string) fall back to
+/// `valid`/`saturated`; an aggregate of repetitions ("valid; saturated") takes the worst state.
+/// `valid: false` is always invalid, whatever the string says.
+pub fn verdict_state(m: &Measurement) -> State {
+    if !m.valid || m.users_exhausted || m.verdict.contains(State::Invalid.as_str()) {
+        State::Invalid
+    } else if m.saturated || m.verdict.contains(State::Saturated.as_str()) {
+        State::Saturated
+    } else {
+        State::Valid
+    }
+}
+
+/// The one-sentence reason for the verdict; older files only have `invalid_reason`.
+pub fn verdict_reason(m: &Measurement) -> Option<&str> {
+    m.verdict_reason
+        .as_deref()
+        .or(m.invalid_reason.as_deref())
+        .filter(|r| !r.is_empty())
+}
+
+/// A stage's verdict, with the same fallbacks (a stage written before verdicts existed is
+/// invalid only when its generator was).
+pub fn stage_state(s: &StageFigures) -> State {
+    if s.client_limited || !s.generator_valid || s.verdict.contains(State::Invalid.as_str()) {
+        State::Invalid
+    } else if s.verdict.contains(State::Saturated.as_str()) {
+        State::Saturated
+    } else {
+        State::Valid
+    }
+}
+
+/// A ramp stage against its budget: "✓" within, "✗" over (the server's doing), or
+/// "client-limited" (users exhausted or generator-bound: it says nothing about the server).
+pub fn stage_mark(s: &StageFigures) -> &'static str {
+    if s.client_limited {
+        "client-limited"
+    } else if s.within_budget {
+        "✓"
+    } else {
+        "✗"
+    }
+}
+
+/// Successful completions per second of the measured window — the throughput figure shown
+/// everywhere; files written before goodput existed fall back to all completions.
+pub fn goodput_rps(m: &Measurement) -> f64 {
+    m.goodput_rps.unwrap_or(m.throughput_rps)
+}
+
+/// A ramp's stages by rate, so the bisection's stages sit between the ones they split.
+pub fn stages_by_rate(m: &Measurement) -> Vec<&StageFigures> {
+    let mut stages: Vec<&StageFigures> = m.stages.iter().collect();
+    stages.sort_by(|a, b| a.rate_per_sec.total_cmp(&b.rate_per_sec));
+    stages
+}
+
+/// A stage's goodput, falling back to its completions per second.
+pub fn stage_goodput_rps(s: &StageFigures) -> f64 {
+    s.goodput_rps.unwrap_or(s.achieved_rps)
+}
+
 /// The end-of-run table (stdout).
 pub fn summary_table(summary: &Summary) -> String {
-    let mut out = String::new();
-    let header = format!(
-        "{:<18} {:<6} {:>19} {:>9} {:>9} {:>9} {:>8} {:>10} {:<5}",
+    let row = |cells: [&str; 10]| {
+        format!(
+            "{:<18} {:<6} {:>20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}  {}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9]
+        )
+    };
+    let mut out = row([
         "variant",
         "model",
-        "rate target/achvd",
+        "goodput target/achvd",
         "p50",
         "p99",
         "p99.9",
+        "lag p99",
         "errors",
         "RSS peak",
-        "valid"
-    );
-    out.push_str(&header);
-    out.push('\n');
+        "verdict",
+    ]);
     for v in &summary.variants {
         let m: &Measurement = &v.figures;
         let target = m
             .target_rate_per_sec
             .map_or("closed".to_string(), |r| format!("{r:.0}"));
-        let valid = if m.valid {
-            if m.saturated {
-                "yes (saturated)"
-            } else {
-                "yes"
-            }
-        } else {
-            "NO"
+        let state = verdict_state(m);
+        let verdict = match state {
+            State::Valid => "valid",
+            State::Saturated => "SATURATED",
+            State::Invalid => "INVALID",
         };
-        out.push_str(&format!(
-            "{:<18} {:<6} {:>19} {:>9} {:>9} {:>9} {:>8} {:>10} {:<5}\n",
-            v.name,
-            v.load_model.to_string(),
-            format!("{target}/{:.1}/s", m.throughput_rps),
-            format_us(m.latency_us.p50),
-            format_us(m.latency_us.p99),
-            format_us(m.latency_us.p999),
-            m.errors,
-            format_bytes(m.target_rss_peak_bytes),
-            valid
-        ));
-        if let Some(reason) = &m.invalid_reason {
-            out.push_str(&format!("{:<18} invalid: {reason}\n", ""));
+        out.push_str(&row([
+            &v.name,
+            &v.load_model.to_string(),
+            &format!("{target}/{:.1}/s", goodput_rps(m)),
+            &format_us(m.latency_us.p50),
+            &format_us(m.latency_us.p99),
+            &format_us(m.latency_us.p999),
+            &if m.send_lag_us.count > 0 {
+                format_us(m.send_lag_us.p99)
+            } else {
+                "-".into()
+            },
+            &m.errors.to_string(),
+            &format_bytes(m.target_rss_peak_bytes),
+            verdict,
+        ]));
+        if state != State::Valid {
+            let reason = verdict_reason(m).unwrap_or(match state {
+                State::Saturated => "every user was busy past its slots (the server's backlog)",
+                _ => "the measurement could not be trusted",
+            });
+            out.push_str(&format!("{:<18} {}: {reason}\n", "", state.as_str()));
         }
     }
     let origin = match summary.load_model {
@@ -132,8 +235,12 @@ pub fn summary_table(summary: &Summary) -> String {
         }
     };
     out.push_str(&format!(
-        "{origin}; percentiles are at the achieved rate shown\n"
+        "{origin}; percentiles are at the goodput shown (successful requests only)\n"
     ));
+    out.push_str(
+        "latency excludes the generator's own send lag, shown apart (lag p99: actual send − the \
+         moment it could have gone)\n",
+    );
     if summary.partial {
         out.push_str("PARTIAL: the run was interrupted; figures cover what was measured\n");
     }
@@ -144,34 +251,218 @@ pub fn summary_table(summary: &Summary) -> String {
     out
 }
 
-/// The `[find_max]` ramp per variant: each stage's p99 at its rate, and the maximum.
+/// The `[find_max]` ramp per variant: each stage's p99 at its rate and its mark, and the maximum
+/// with its resolution.
 fn ramp_table(summary: &Summary) -> String {
     if summary.variants.iter().all(|v| v.figures.stages.is_empty()) {
         return String::new();
     }
     let mut out = String::from(
-        "\nmax sustainable throughput (ramp; p99 per stage at its rate, ✓ = within budget)\n",
+        "\nmax sustainable throughput (ramp; p99 per stage at its rate: ✓ within budget, ✗ over \
+         budget, client-limited = users exhausted or generator-bound, never the server's ceiling; \
+         * = added by bisection)\n",
     );
-    for v in &summary.variants {
-        let stages: Vec<String> = v
-            .figures
-            .stages
+    let maxima: Vec<String> = summary
+        .variants
+        .iter()
+        .map(crate::migration::max_sustainable_text)
+        .collect();
+    let width = maxima.iter().map(|m| m.chars().count()).max().unwrap_or(0);
+    for (v, max) in summary.variants.iter().zip(&maxima) {
+        let stages: Vec<String> = stages_by_rate(&v.figures)
             .iter()
             .map(|s| {
                 format!(
-                    "{:.0}/s {} {}",
-                    s.rate_per_sec,
+                    "{}{}/s {} {}",
+                    if s.bisection { "*" } else { "" },
+                    format_rate(s.rate_per_sec),
                     format_us(s.p99_us),
-                    if s.within_budget { "✓" } else { "✗" }
+                    stage_mark(s)
                 )
             })
             .collect();
         out.push_str(&format!(
-            "{:<18} {:>26}  {}\n",
+            "{:<18} {max:>width$}  {}\n",
             v.name,
-            crate::migration::max_sustainable_text(v),
             stages.join(" · ")
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Percentiles, VariantSummary};
+    use crate::scenario::LoadModel;
+
+    fn variant(name: &str, figures: Measurement) -> VariantSummary {
+        VariantSummary {
+            name: name.into(),
+            target_kind: "api".into(),
+            knobs: Default::default(),
+            load_model: LoadModel::Open,
+            latency_origin: "scheduled".into(),
+            repetitions: vec![figures.clone()],
+            figures,
+        }
+    }
+
+    fn summary(variants: Vec<VariantSummary>) -> Summary {
+        Summary {
+            schema_version: 1,
+            scenario: "t".into(),
+            load_model: LoadModel::Open,
+            partial: false,
+            repeat: 1,
+            started_at: String::new(),
+            finished_at: String::new(),
+            variants,
+            migration_table: None,
+        }
+    }
+
+    fn measured(verdict: &str, reason: &str) -> Measurement {
+        Measurement {
+            valid: verdict != "invalid",
+            saturated: verdict == "saturated",
+            verdict: verdict.into(),
+            verdict_reason: Some(reason.into()),
+            invalid_reason: (verdict == "invalid").then(|| reason.into()),
+            target_rate_per_sec: Some(500.0),
+            throughput_rps: 499.0,
+            goodput_rps: Some(480.0),
+            requests: 1000,
+            latency_us: Percentiles {
+                p50: 300,
+                p99: 2_500,
+                ..Percentiles::default()
+            },
+            send_lag_us: Percentiles {
+                p50: 40,
+                p99: 37_000,
+                max: 52_000,
+                count: 1000,
+                ..Percentiles::default()
+            },
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn the_table_shows_goodput_send_lag_and_every_reason_but_a_plain_valid_ones() {
+        let text = summary_table(&summary(vec![
+            variant(
+                "healthy",
+                measured("valid", "generator healthy: send-lag p99 0.04 ms"),
+            ),
+            variant(
+                "slow",
+                measured("saturated", "server saturated: 12.0 % of sends waited"),
+            ),
+            variant(
+                "starved",
+                measured("invalid", "generator-bound, not the server"),
+            ),
+        ]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("goodput") && lines[0].contains("lag p99"),
+            "{text}"
+        );
+        // Goodput (480), not all completions (499), is the throughput figure.
+        assert!(lines[1].contains("500/480.0/s"), "{text}");
+        assert!(
+            lines[1].contains("37.0 ms"),
+            "send-lag p99 beside latency: {text}"
+        );
+        assert!(lines[1].trim_end().ends_with("valid"), "{text}");
+        assert!(
+            !text.contains("generator healthy"),
+            "a valid row has no reason line"
+        );
+        assert!(lines[2].trim_end().ends_with("SATURATED"), "{text}");
+        assert!(
+            lines[3].contains("saturated: server saturated: 12.0 % of sends waited"),
+            "{text}"
+        );
+        assert!(lines[4].trim_end().ends_with("INVALID"), "{text}");
+        assert!(
+            lines[5].contains("invalid: generator-bound, not the server"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency excludes the generator's own send lag, shown apart"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn files_without_a_verdict_string_still_say_whose_numbers_they_are() {
+        let mut old = measured("", "");
+        old.verdict_reason = None;
+        old.goodput_rps = None;
+        assert_eq!(verdict_state(&old), State::Valid);
+        assert_eq!(goodput_rps(&old), 499.0);
+        old.saturated = true;
+        assert_eq!(verdict_state(&old), State::Saturated);
+        old.valid = false;
+        old.invalid_reason = Some("generator late".into());
+        assert_eq!(verdict_state(&old), State::Invalid);
+        assert_eq!(verdict_reason(&old), Some("generator late"));
+        // Repetitions aggregate their strings: the worst state wins.
+        let mut merged = measured("valid; saturated", "a; b");
+        merged.saturated = false;
+        assert_eq!(verdict_state(&merged), State::Saturated);
+    }
+
+    #[test]
+    fn the_ramp_marks_client_limited_and_bisection_stages_and_a_lower_bound() {
+        let stage = |rate: f64, ok: bool, client_limited: bool, bisection: bool| StageFigures {
+            rate_per_sec: rate,
+            p99_us: 4_000,
+            requests: 100,
+            generator_valid: !client_limited,
+            within_budget: ok,
+            client_limited,
+            bisection,
+            ..StageFigures::default()
+        };
+        let mut m = measured("valid", "healthy");
+        m.stages = vec![
+            stage(1600.0, true, false, false),
+            stage(3200.0, false, false, false),
+            stage(2400.0, true, false, true),
+            stage(2800.0, false, true, true),
+        ];
+        m.max_sustainable_rps = Some(2400.0);
+        m.max_sustainable_resolution_rps = Some(400.0);
+        m.max_sustainable_is_lower_bound = true;
+        let text = summary_table(&summary(vec![variant("tuned", m.clone())]));
+        let ramp = text
+            .lines()
+            .find(|l| l.starts_with("tuned") && l.contains("1 600/s"))
+            .unwrap_or_else(|| panic!("no ramp row: {text}"));
+        assert!(ramp.contains("≥ 2 400 req/s"), "{ramp}");
+        assert!(ramp.contains("*2 800/s 4.0 ms client-limited"), "{ramp}");
+        assert!(ramp.contains("*2 400/s 4.0 ms ✓"), "{ramp}");
+        assert!(ramp.contains("3 200/s 4.0 ms ✗"), "{ramp}");
+        // Sorted by rate, bisection stages in place.
+        let at = |s: &str| ramp.find(s).unwrap_or(usize::MAX);
+        assert!(at("1 600/s") < at("2 400/s") && at("2 800/s") < at("3 200/s"));
+
+        // An exact ceiling carries its resolution.
+        m.max_sustainable_is_lower_bound = false;
+        m.stages[3].client_limited = false;
+        let text = summary_table(&summary(vec![variant("tuned", m)]));
+        assert!(text.contains("2 400 req/s ±400"), "{text}");
+    }
+
+    #[test]
+    fn rates_group_thousands() {
+        assert_eq!(format_rate(1850.0), "1 850");
+        assert_eq!(format_rate(200.0), "200");
+        assert_eq!(format_rate(12_000.4), "12 000");
+        assert_eq!(format_rate(1_234_567.0), "1 234 567");
+    }
 }

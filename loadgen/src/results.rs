@@ -146,10 +146,17 @@ pub struct Measurement {
     /// Null for `url` targets (no process to watch).
     pub target_rss_peak_bytes: Option<u64>,
     pub target_cpu_mean_percent: Option<f64>,
+    /// Postgres memory at its peak: PSS (shared buffers counted once) when
+    /// `postgres_memory_is_pss`, else the RSS sum over its processes (an upper bound).
     pub postgres_rss_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub postgres_memory_is_pss: bool,
     pub postgres_cpu_mean_percent: Option<f64>,
     pub generator_rss_peak_bytes: Option<u64>,
     pub generator_cpu_mean_percent: Option<f64>,
+    /// The target's peak RSS as the kernel kept it (`VmHWM`): catches spikes between samples.
+    #[serde(default)]
+    pub target_rss_hwm_bytes: Option<u64>,
     /// Sends after the warm-up that the generator itself delayed by more than 1 ms.
     pub generator_late_sends: u64,
     pub generator_late_share: f64,
@@ -370,6 +377,9 @@ pub struct LoadInfo {
     /// The `Accept-Encoding` header every request sends (`[http] accept_encoding`); `None` = none.
     #[serde(default)]
     pub accept_encoding: Option<String>,
+    /// How sends waited for their due time (`--timer`); `None` in files written before it.
+    #[serde(default)]
+    pub timer: Option<crate::engine::Timer>,
     /// The `[find_max]` ramp as run, when the scenario has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find_max: Option<FindMaxInfo>,

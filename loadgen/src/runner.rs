@@ -82,6 +82,7 @@ pub struct RunOptions {
     pub api_bin: Option<PathBuf>,
     pub quiet: bool,
     pub command_line: Vec<String>,
+    pub timer: engine::Timer,
 }
 
 /// What a run produced.
@@ -184,6 +185,7 @@ fn run_info(
             max_users: (load.model == LoadModel::Open).then_some(load.max_users),
             max_error_rate: Some(load.max_error_rate),
             accept_encoding: scenario.http.accept_encoding.clone(),
+            timer: Some(opts.timer),
             find_max: scenario.find_max.as_ref().map(|f| FindMaxInfo {
                 budget: f.budget,
                 settle_ms: millis(f.settle),
@@ -333,6 +335,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
                 databases: databases.as_ref(),
                 nonce: &nonce,
                 quiet: opts.quiet,
+                timer: opts.timer,
             };
             match phase.run(cancel.clone()).await {
                 Ok(Some(m)) => measured.entry(variant.name.clone()).or_default().push(m),
@@ -404,6 +407,7 @@ struct Phase<'a> {
     databases: Option<&'a Databases>,
     nonce: &'a str,
     quiet: bool,
+    timer: engine::Timer,
 }
 
 impl Phase<'_> {
@@ -508,6 +512,7 @@ impl Phase<'_> {
             users: scenario.load.users,
             max_users: scenario.load.max_users,
             accept_encoding: scenario.http.accept_encoding.clone(),
+            timer: self.timer,
             schedule: plan.clone(),
             think_time: scenario.load.think_time,
             request_timeout: scenario.load.request_timeout,
@@ -605,6 +610,7 @@ impl Phase<'_> {
                 outcome: &outcome,
                 resources: &resources,
                 partial: false,
+                generator_cpus_allowed: sampler::cpus_allowed(),
             },
             MeasurementFiles::default(),
         );
@@ -765,6 +771,7 @@ impl Phase<'_> {
                 outcome: &outcome,
                 resources: &resources,
                 partial: outcome.cancelled,
+                generator_cpus_allowed: sampler::cpus_allowed(),
             },
             files,
         );
@@ -801,6 +808,8 @@ pub struct PhaseFacts<'a> {
     pub resources: &'a ResourceSummary,
     /// Stopped early (Ctrl-C).
     pub partial: bool,
+    /// The CPUs the generator may run on ([`sampler::cpus_allowed`]).
+    pub generator_cpus_allowed: u32,
 }
 
 /// Turns a recording into the summary figures and applies the generator's self-check.
@@ -840,7 +849,7 @@ pub fn build_measurement(
     let achieved_send_rate_per_sec = per_sec(recording.sends, send_secs);
     let send_lag_us = Percentiles::of(&recording.send_lag);
     let probe_lag_us = Percentiles::of(&facts.outcome.probe_lag);
-    let cpus_allowed = sampler::cpus_allowed();
+    let cpus_allowed = facts.generator_cpus_allowed;
     let successes = recording.requests.saturating_sub(recording.errors);
     let verdict = verdict::judge(&Evidence {
         // A partial run never reached its schedule's end: judge lateness, not the rate.
@@ -932,6 +941,8 @@ pub fn build_measurement(
         target_rss_peak_bytes: resources.target_rss_peak_bytes,
         target_cpu_mean_percent: resources.target_cpu_mean_percent.map(round2),
         postgres_rss_peak_bytes: resources.postgres_rss_peak_bytes,
+        postgres_memory_is_pss: resources.postgres_memory_is_pss,
+        target_rss_hwm_bytes: resources.target_rss_hwm_bytes,
         postgres_cpu_mean_percent: resources.postgres_cpu_mean_percent.map(round2),
         generator_rss_peak_bytes: resources.generator_rss_peak_bytes,
         generator_cpu_mean_percent: resources.generator_cpu_mean_percent.map(round2),

@@ -87,16 +87,170 @@ fn report_holds_every_section_and_no_url_or_script() {
     assert!(lower.contains("stroke=\"#1f77b4\"") || lower.contains("rgb(31,119,180)"));
 }
 
-#[test]
-fn invalid_variant_is_flagged_with_its_reason() {
+/// A fresh copy of fixture run `name` with its report rendered: (the copy's home, the copy, the
+/// page).
+fn rendered(name: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let run = copy_fixture("run-single", tmp.path());
+    let run = copy_fixture(name, tmp.path());
     let out = report(&run, &[]);
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
-    let html = std::fs::read_to_string(run.join("index.html")).expect("index");
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index.html written");
+    (tmp, run, html)
+}
+
+#[test]
+fn invalid_variant_is_flagged_with_its_reason() {
+    let (_tmp, run, html) = rendered("run-single");
     assert!(html.contains("pool-50 is INVALID"));
-    assert!(html.contains("generator late"));
+    // The reason as the run wrote it (it names the generator), escaped for HTML.
+    let summary: loadgen::results::Summary =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).expect("summary"))
+            .expect("json");
+    let figures = &summary.variants[1].figures;
+    let reason = figures
+        .verdict_reason
+        .as_deref()
+        .or(figures.invalid_reason.as_deref())
+        .expect("an invalid variant has a reason");
+    assert!(reason.contains("generator"), "{reason}");
+    assert!(
+        html.contains(&loadgen::report::html::esc(reason)),
+        "{reason}"
+    );
+    assert!(html.contains("class=\"verdict invalid\""));
     assert!(html.contains("no spread known"), "one repetition says so");
+}
+
+/// The part of the page from `<section id="{id}"` to its `</section>`.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("<section id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no section {id}"));
+    let end = html[start..]
+        .find("</section>")
+        .map_or(html.len(), |e| start + e);
+    &html[start..end]
+}
+
+#[test]
+fn each_verdict_is_shown_with_its_reason_and_the_generator_evidence() {
+    let (_tmp, _run, html) = rendered("run-verdicts");
+
+    // Banners and the summary's verdict column: three states, styled apart, each with its reason.
+    assert!(html.contains("node-before is INVALID:"), "invalid banner");
+    assert!(
+        html.contains("rust-n-plus-one is SATURATED:"),
+        "saturated banner"
+    );
+    let summary = section(&html, "summary");
+    for (class, reason) in [
+        ("verdict invalid", "users exhausted: 64 of 64 busy"),
+        ("verdict saturated", "server saturated: "),
+        ("verdict valid", "generator healthy: send-lag p99"),
+    ] {
+        assert!(summary.contains(&format!("class=\"{class}\"")), "{class}");
+        assert!(summary.contains(reason), "summary lacks {reason}");
+    }
+    assert!(summary.contains("<tr class=\"invalid\">"));
+    // An invalid variant gives no ratio, and is not the default reference.
+    assert!(summary.contains("Ratios are against <strong>rust-n-plus-one</strong>"));
+    let invalid_row = &summary[summary.find("<tr class=\"invalid\">").expect("row")..];
+    // Up to the verdict cell (whose reason may quote Little's law's "×").
+    let invalid_row = &invalid_row[..invalid_row.find("<td class=\"reason\">").expect("row end")];
+    assert!(!invalid_row.contains('×'), "{invalid_row}");
+    assert_eq!(
+        invalid_row.matches("n/a <small").count(),
+        2,
+        "{invalid_row}"
+    );
+    assert!(summary.contains("<tr class=\"saturated\">"));
+    // Send lag p50 / p99 / max and the probe beside latency; goodput with the drain apart;
+    // failed requests' latency apart.
+    assert!(summary.contains("send lag p50 / p99 / max"));
+    assert!(summary.contains("runtime probe p99"));
+    assert!(summary.contains("<th>goodput</th>"));
+    assert!(
+        summary.contains("drain: "),
+        "node-before's tail after the schedule"
+    );
+    assert!(
+        summary.contains("failed: p50"),
+        "rust-n-plus-one has errors"
+    );
+
+    // The generator self-check: users busy of the maximum, the CPU share of its allowed CPUs.
+    let generator = section(&html, "generator");
+    assert!(
+        generator.contains("64 of 64"),
+        "node-before ran out of users"
+    );
+    assert!(generator.contains("exhausted"));
+    assert!(generator.contains("of the 2 CPUs it may use"));
+
+    // The ramp: verdicts, client-limited and bisection stages marked, the ceilings.
+    let ramp = section(&html, "ramp");
+    assert!(
+        ramp.contains("≥ 240 req/s (client-limited at 280, 320)"),
+        "lower bound"
+    );
+    assert!(
+        ramp.contains("60 req/s ±10"),
+        "exact ceiling with its resolution"
+    );
+    let stage_row = |rate: &str| {
+        let at = ramp
+            .find(&format!("<td>{rate} req/s"))
+            .unwrap_or_else(|| panic!("no stage {rate}"));
+        let from = ramp[..at].rfind("<tr").unwrap_or(0);
+        let to = ramp[at..].find("</tr>").map_or(ramp.len(), |e| at + e);
+        &ramp[from..to]
+    };
+    let limited = "<span class=\"stage-mark client-limited\">client-limited</span>";
+    let bisection = "<span class=\"bisection\">bisection</span>";
+    // rust-tuned: 280/s was added by the bisection and the generator was its bound.
+    let row = stage_row("280");
+    assert!(row.contains(limited) && row.contains(bisection), "{row}");
+    assert!(row.contains("generator-bound, not the server"), "{row}");
+    assert!(row.contains("class=\"verdict invalid\""), "{row}");
+    let row = stage_row("240");
+    assert!(
+        row.contains(bisection) && row.contains("<span class=\"ok\">✓</span>"),
+        "{row}"
+    );
+    let row = stage_row("320");
+    assert!(row.contains(limited) && !row.contains(bisection), "{row}");
+    // rust-n-plus-one: over budget by the server's doing is ✗, not client-limited.
+    let row = stage_row("70");
+    assert!(
+        row.contains("<span class=\"bad\">✗</span>") && row.contains(bisection),
+        "{row}"
+    );
+    assert!(row.contains("class=\"verdict saturated\""), "{row}");
+    for column in [
+        "send lag p99",
+        "target CPU",
+        "Postgres CPU",
+        "generator CPU",
+        "target RSS peak",
+    ] {
+        assert!(ramp.contains(column), "stage table lacks {column}");
+    }
+
+    // The migration: no ratio from the invalid "before", the reason said, the step excluded.
+    let migration = section(&html, "migration");
+    let table = &migration[..migration.find("</table>").expect("a table")];
+    assert!(!table.contains('×') && !table.contains('÷'), "{table}");
+    assert!(table.contains("n/a (before invalid)"));
+    assert!(migration.contains("before (node-before) is invalid: users exhausted"));
+    assert!(migration.contains("Excluded from the attribution"));
+    assert!(migration.contains("node-before → rust-n-plus-one (p99): node-before is invalid"));
+    // rust-tuned's ceiling is only a lower bound: no throughput bar from it either.
+    assert!(migration.contains("rust-tuned&#39;s ceiling is only a lower bound"));
+
+    let lower = html.to_ascii_lowercase();
+    for forbidden in ["http://", "https://", "<script", "<link", "<img", "url("] {
+        assert!(!lower.contains(forbidden), "the page contains {forbidden}");
+    }
 }
 
 #[test]

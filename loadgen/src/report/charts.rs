@@ -238,44 +238,61 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaterfallStep {
     pub label: String,
-    /// after / before; `None` draws no bar (not measured).
+    /// after / before; `None` draws no bar (not measured, or excluded).
     pub ratio: Option<f64>,
+    /// Written in grey where the bar would be when there is none ("excluded"), so a step left out
+    /// on purpose does not look like a step that changed nothing.
+    pub note: Option<String>,
+}
+
+/// One bar as drawn: it spans `from` → `to` (cumulative levels), or has no span and maybe a note
+/// written at `level`.
+struct Bar {
+    label: String,
+    span: Option<(f64, f64)>,
+    is_total: bool,
+    note: Option<String>,
+    level: f64,
 }
 
 /// A waterfall of ratios on a log scale: each step's bar floats from the cumulative level before
 /// it to the level after it, and a last "total" bar runs from 1× to the end (when every step has
-/// a figure). Green bars moved in
-/// the good direction (`higher_is_better`), red ones in the bad one.
+/// a figure; else the total reads "n/a"). Green bars moved in the good direction
+/// (`higher_is_better`), red ones in the bad one.
 pub fn waterfall_chart(
     spec: &ChartSpec,
     steps: &[WaterfallStep],
     higher_is_better: bool,
 ) -> Result<String, String> {
-    // (label, from level, to level, is the total)
     let mut bars = Vec::with_capacity(steps.len() + 1);
     let mut level = 1.0f64;
     for step in steps {
-        match step.ratio.filter(|r| r.is_finite() && *r > 0.0) {
-            Some(r) => {
-                bars.push((step.label.clone(), Some((level, level * r)), false));
-                level *= r;
-            }
-            None => bars.push((step.label.clone(), None, false)),
-        }
+        let ratio = step.ratio.filter(|r| r.is_finite() && *r > 0.0);
+        bars.push(Bar {
+            label: step.label.clone(),
+            span: ratio.map(|r| (level, level * r)),
+            is_total: false,
+            note: step.note.clone(),
+            level,
+        });
+        level *= ratio.unwrap_or(1.0);
     }
     // A step without a figure leaves the total unknown: no total bar rather than a wrong one.
-    let total = bars.iter().all(|(_, span, _)| span.is_some());
-    bars.push(("total".to_string(), total.then_some((1.0, level)), true));
-    let levels = bars
-        .iter()
-        .filter_map(|(_, span, _)| *span)
-        .flat_map(|(a, b)| [a, b]);
+    let total = bars.iter().all(|b| b.span.is_some());
+    bars.push(Bar {
+        label: "total".to_string(),
+        span: total.then_some((1.0, level)),
+        is_total: true,
+        note: (!total).then(|| "n/a".to_string()),
+        level: 1.0,
+    });
+    let levels = bars.iter().filter_map(|b| b.span).flat_map(|(a, b)| [a, b]);
     let (low, high) = levels.fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = (low / 1.6, high * 1.6);
     let good = colour(2);
     let bad = colour(3);
     let total_colour = colour(0);
-    let labels: Vec<String> = bars.iter().map(|(l, _, _)| l.clone()).collect();
+    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     let mut svg = String::new();
     {
         let root =
@@ -311,12 +328,23 @@ pub fn waterfall_chart(
                 BLACK.mix(0.55).stroke_width(1),
             ))
             .map_err(|e| e.to_string())?;
-        for (i, (_, span, is_total)) in bars.iter().enumerate() {
-            let Some((from, to)) = *span else {
+        for (i, bar) in bars.iter().enumerate() {
+            let Some((from, to)) = bar.span else {
+                if let Some(text) = &bar.note {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            text.clone(),
+                            (SegmentValue::CenterOf(i), bar.level * 1.12),
+                            ("sans-serif", 13)
+                                .into_font()
+                                .color(&RGBColor(128, 128, 128)),
+                        )))
+                        .map_err(|e| e.to_string())?;
+                }
                 continue;
             };
             let improved = (to >= from) == higher_is_better;
-            let fill = if *is_total {
+            let fill = if bar.is_total {
                 total_colour
             } else if improved {
                 good
@@ -421,21 +449,27 @@ mod tests {
                 WaterfallStep {
                     label: "batched".into(),
                     ratio: Some(2.0),
+                    note: None,
                 },
                 WaterfallStep {
                     label: "rust".into(),
                     ratio: Some(0.5),
+                    note: None,
                 },
                 WaterfallStep {
                     label: "tuned".into(),
                     ratio: None,
+                    note: Some("excluded".into()),
                 },
             ],
             true,
         )
         .expect("draws");
         assert!(svg.starts_with("<svg"));
-        for text in ["batched", "rust", "tuned", "total", "×2.00", "÷2.00"] {
+        // The excluded step is written, not drawn, and leaves the total unknown.
+        for text in [
+            "batched", "rust", "tuned", "total", "×2.00", "÷2.00", "excluded", "n/a",
+        ] {
             assert!(svg.contains(text), "missing {text}");
         }
         assert!(!svg.contains("http"));

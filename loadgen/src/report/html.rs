@@ -1,12 +1,23 @@
 //! The report page: header (what was run, where, at which rate), the summary table, the charts
 //! and the per-request tables, assembled as one HTML string. Everything user-supplied is
 //! escaped; nothing here fetches, links or scripts.
+//!
+//! Every measurement says whose numbers it holds: its verdict (valid / saturated / invalid,
+//! styled apart) with the verdict's reason, the generator's own send lag and runtime-probe lag
+//! beside its latency (which excludes them), goodput as its throughput with the drain apart, and
+//! failed requests' latency apart from the successes'. The verdicts come from the saved files
+//! ([`crate::output::verdict_state`]); this page never judges a run itself.
 
 use super::ReportError;
 use super::charts::{self, ChartSpec, Line, XAxis};
 use crate::compare::{Unit, format_figure, format_ratio, format_spread_parts};
-use crate::results::{Measurement, RunInfo, VariantSummary};
+use crate::output::{
+    format_rate, format_us, goodput_rps, stage_goodput_rps, stage_mark, stage_state,
+    stages_by_rate, verdict_reason, verdict_state,
+};
+use crate::results::{Measurement, Percentiles, RunInfo, StageFigures, VariantSummary};
 use crate::saved::{self, SavedRun, SavedVariant, Spread};
+use crate::verdict::State;
 use std::fmt::Write as _;
 
 /// Escapes text for HTML and XML content and attribute values (the report and the gate's
@@ -52,6 +63,16 @@ small.spread{display:block;color:#808a95;font-size:11px}
 .ok{color:#1a7f37;font-weight:600}
 .bad{color:#c62828;font-weight:600}
 .warn{color:#9a6700;font-weight:600}
+.muted{color:#808a95}
+.verdict{display:inline-block;border-radius:4px;padding:0 6px;font-weight:600;font-size:12px;border:1px solid}
+.verdict.valid{color:#1a7f37;background:#e9f7ee;border-color:#9fd8b1}
+.verdict.saturated{color:#7a5200;background:#fff4d6;border-color:#f0c36d}
+.verdict.invalid{color:#8c1d1d;background:#fdecec;border-color:#e5a4a4}
+tr.saturated td{background:#fffbef}
+tr.invalid td{background:#fdf3f3}
+.stage-mark.client-limited{color:#6f42c1;font-weight:600}
+.bisection{display:inline-block;font-size:11px;color:#5b6673;border:1px dashed #aab2bb;border-radius:3px;padding:0 4px;margin-left:4px}
+ul.notes{margin:6px 0 0;padding-left:20px;color:#5b6673;font-size:13px}
 .banner{border-radius:8px;padding:10px 14px;margin:14px 0;border:1px solid #f0c36d;background:#fff8e5}
 .banner.bad{border-color:#e5a4a4;background:#fdecec;color:#8c1d1d}
 .note{color:#5b6673;font-size:13px;margin:6px 0 0}
@@ -92,19 +113,32 @@ fn swatch(index: usize) -> String {
 
 /// A table cell: the figure, and its min–max below when there are repetitions.
 fn cell(parts: (String, Option<String>)) -> String {
-    match parts {
-        (value, Some(range)) => format!(
-            "<td>{}<small class=\"spread\" title=\"min–max over repetitions\">{}</small></td>",
-            esc(&value),
+    noted_cell(parts, "")
+}
+
+/// A table cell: the figure, its min–max when there are repetitions, and a note under both.
+fn noted_cell((value, range): (String, Option<String>), note: &str) -> String {
+    let range = range.map_or_else(String::new, |range| {
+        format!(
+            "<small class=\"spread\" title=\"min–max over repetitions\">{}</small>",
             esc(&range)
-        ),
-        (value, None) => format!("<td>{}</td>", esc(&value)),
-    }
+        )
+    });
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("<small class=\"spread\">{}</small>", esc(note))
+    };
+    format!("<td>{}{range}{note}</td>", esc(&value))
 }
 
 fn figure_cell(unit: Unit, spread: Option<Spread>) -> String {
+    figure_cell_noted(unit, spread, "")
+}
+
+fn figure_cell_noted(unit: Unit, spread: Option<Spread>, note: &str) -> String {
     match spread {
-        Some(s) => cell(format_spread_parts(unit, &s)),
+        Some(s) => noted_cell(format_spread_parts(unit, &s), note),
         None => "<td>–</td>".into(),
     }
 }
@@ -119,7 +153,18 @@ fn percent_cell(spread: Option<Spread>) -> String {
     }
 }
 
-fn ratio_cell(value: Option<f64>, reference: Option<f64>, is_reference: bool) -> String {
+/// A ratio against the reference; `untrusted` (this row or the reference is invalid) gives none.
+fn ratio_cell(
+    value: Option<f64>,
+    reference: Option<f64>,
+    is_reference: bool,
+    untrusted: bool,
+) -> String {
+    if untrusted {
+        return "<td class=\"muted\" title=\"an invalid measurement gives no ratio\">n/a \
+                <small class=\"spread\">invalid</small></td>"
+            .into();
+    }
     if is_reference && value.is_some() {
         return "<td title=\"the reference\">1.00× <small class=\"spread\">reference</small></td>"
             .into();
@@ -133,6 +178,51 @@ fn ratio_cell(value: Option<f64>, reference: Option<f64>, is_reference: bool) ->
 
 fn spread(v: &VariantSummary, f: impl Fn(&Measurement) -> Option<f64>) -> Option<Spread> {
     saved::spread_of(v, f)
+}
+
+/// The verdict as a styled badge: valid, saturated or invalid look different at a glance.
+fn verdict_badge(state: State) -> String {
+    let text = match state {
+        State::Valid => "✓ valid",
+        State::Saturated => "◐ saturated",
+        State::Invalid => "✗ INVALID",
+    };
+    format!("<span class=\"verdict {}\">{text}</span>", state.as_str())
+}
+
+/// The verdict cell: the badge and, under it, the one-sentence reason (every state has one in
+/// files that record it).
+fn verdict_cell(state: State, reason: Option<&str>) -> String {
+    let fallback = match state {
+        State::Valid => None,
+        State::Saturated => Some("every user was busy past its slots: the server's backlog"),
+        State::Invalid => Some("the measurement could not be trusted"),
+    };
+    let reason = reason.or(fallback).map_or_else(String::new, |r| {
+        format!("<small class=\"spread\">{}</small>", esc(r))
+    });
+    format!("<td class=\"reason\">{}{reason}</td>", verdict_badge(state))
+}
+
+/// `class="…"` of a table row by verdict, so a saturated or invalid row stands out.
+fn row_class(state: State) -> &'static str {
+    match state {
+        State::Valid => "",
+        State::Saturated => " class=\"saturated\"",
+        State::Invalid => " class=\"invalid\"",
+    }
+}
+
+/// "45 µs / 1.2 ms / 12.0 ms": p50 / p99 / max, or `None` when nothing was recorded.
+fn p50_p99_max(p: &Percentiles) -> Option<String> {
+    (p.count > 0).then(|| {
+        format!(
+            "{} / {} / {}",
+            format_us(p.p50),
+            format_us(p.p99),
+            format_us(p.max)
+        )
+    })
 }
 
 fn duration_text(ms: u64) -> String {
@@ -206,9 +296,14 @@ fn header(run: &SavedRun) -> String {
                 .collect();
             let shape = match l.model {
                 crate::scenario::LoadModel::Open => format!(
-                    "open model (fixed schedule): {}; {} users",
+                    "open model (fixed schedule): {}; {} users{}",
                     stages.join(", then "),
-                    l.users
+                    l.users,
+                    l.max_users
+                        .filter(|max| *max > l.users)
+                        .map_or_else(String::new, |max| format!(
+                            ", growing to at most {max} while every user is busy"
+                        ))
                 ),
                 crate::scenario::LoadModel::Closed => format!(
                     "closed model: {} users back to back, think time {} ms, for {}",
@@ -218,9 +313,13 @@ fn header(run: &SavedRun) -> String {
                 ),
             };
             format!(
-                "{shape}; warm-up {} (excluded from figures); request timeout {}",
+                "{shape}; warm-up {} (excluded from figures); request timeout {}{}",
                 duration_text(l.warmup_ms),
-                duration_text(l.request_timeout_ms)
+                duration_text(l.request_timeout_ms),
+                l.max_error_rate.map_or_else(String::new, |rate| format!(
+                    "; invalid at ≥ {} % errors",
+                    trim_number(rate * 100.0)
+                ))
             )
         }
         None => format!("{} model", s.load_model),
@@ -229,14 +328,23 @@ fn header(run: &SavedRun) -> String {
     facts.push((
         "Latency",
         match s.load_model {
-            crate::scenario::LoadModel::Open => "measured from each request's scheduled send time \
-                 (a stalled server's backlog counts: coordinated-omission corrected)"
+            crate::scenario::LoadModel::Open => "successful requests, measured from each \
+                 request's scheduled send time (a stalled server's backlog counts: \
+                 coordinated-omission corrected); the generator's own send lag is excluded and \
+                 shown apart, and so is failed requests' latency"
                 .into(),
-            crate::scenario::LoadModel::Closed => "measured from the actual send (closed model: \
-                 a stalled server slows the generator down, so tails are understated)"
+            crate::scenario::LoadModel::Closed => "successful requests, measured from the actual \
+                 send (closed model: a stalled server slows the generator down, so tails are \
+                 understated); failed requests' latency is shown apart"
                 .into(),
         },
     ));
+    if let Some(encoding) = info.and_then(|i| i.load.accept_encoding.as_deref()) {
+        facts.push((
+            "Accept-Encoding",
+            format!("{encoding} (decompression is part of the full-body time)"),
+        ));
+    }
     if let Some(i) = info {
         facts.push((
             "Data",
@@ -296,21 +404,44 @@ fn banners(run: &SavedRun) -> String {
              schedule; the figures cover what was measured.</div>\n",
         );
     }
-    for v in run.variants.iter().filter(|v| !v.summary.figures.valid) {
-        let _ = writeln!(
-            out,
-            "<div class=\"banner bad\"><strong>{} is INVALID:</strong> {} — its figures describe \
-             the generator, not the server.</div>",
-            esc(&v.summary.name),
-            esc(v
-                .summary
-                .figures
-                .invalid_reason
-                .as_deref()
-                .unwrap_or("the generator could not be trusted"))
-        );
+    for v in &run.variants {
+        let m = &v.summary.figures;
+        match verdict_state(m) {
+            State::Valid => {}
+            State::Saturated => {
+                let _ = writeln!(
+                    out,
+                    "<div class=\"banner\"><strong>{} is SATURATED:</strong> {} — the server's \
+                     limit, with the generator healthy: its latency includes the backlog.</div>",
+                    esc(&v.summary.name),
+                    esc(verdict_reason(m).unwrap_or("every user was busy past its slots"))
+                );
+            }
+            State::Invalid => {
+                let _ = writeln!(
+                    out,
+                    "<div class=\"banner bad\"><strong>{} is INVALID:</strong> {} — its figures \
+                     are not the server's: no ratio is drawn from them.</div>",
+                    esc(&v.summary.name),
+                    esc(verdict_reason(m).unwrap_or("the measurement could not be trusted"))
+                );
+            }
+        }
     }
     out
+}
+
+/// The drain after the schedule ended, apart from goodput: "drain: 12 requests in 340 ms".
+fn drain_text(m: &Measurement) -> String {
+    if m.drain_requests == 0 && m.drain_ms == 0 {
+        return String::new();
+    }
+    format!(
+        "drain: {} request{} in {} after the schedule",
+        m.drain_requests,
+        if m.drain_requests == 1 { "" } else { "s" },
+        format_us(m.drain_ms.saturating_mul(1000))
+    )
 }
 
 fn summary_table(run: &SavedRun, reference: usize) -> String {
@@ -319,23 +450,26 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
         String::from("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"scroll\"><table>\n");
     let _ = writeln!(
         out,
-        "<tr><th>variant</th><th>target rate</th><th>throughput</th><th>p50</th><th>p90</th>\
-         <th>p99</th><th>p99.9</th><th>max</th><th>errors</th><th>throughput ×</th><th>p99 ×</th>\
-         <th class=\"left\">valid</th></tr>"
+        "<tr><th>variant</th><th>target rate</th><th>goodput</th><th>p50</th><th>p90</th>\
+         <th>p99</th><th>p99.9</th><th>max</th><th>send lag p50 / p99 / max</th><th>errors</th>\
+         <th>goodput ×</th><th>p99 ×</th><th class=\"left\">verdict</th></tr>"
     );
-    let ref_tp = r.figures.throughput_rps;
+    let ref_goodput = goodput_rps(&r.figures);
+    let ref_invalid = verdict_state(&r.figures) == State::Invalid;
     let ref_p99 = r.figures.latency_us.p99 as f64;
     let ref_rss = r.figures.target_rss_peak_bytes.map(|b| b as f64);
     for (i, v) in run.variants.iter().enumerate() {
         let s = &v.summary;
         let m = &s.figures;
+        let state = verdict_state(m);
         let is_ref = i == reference;
         let lat = |pick: fn(&Measurement) -> u64| {
             spread(s, move |m| (m.latency_us.count > 0).then(|| pick(m) as f64))
         };
         let _ = write!(
             out,
-            "<tr><td class=\"variant\">{}<strong>{}</strong><small class=\"spread\">{}{}</small></td>",
+            "<tr{}><td class=\"variant\">{}<strong>{}</strong><small class=\"spread\">{}{}</small></td>",
+            row_class(state),
             swatch(i),
             esc(&s.name),
             esc(&s.target_kind),
@@ -348,9 +482,10 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
                 .map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
             format_figure(Unit::PerSec, m.achieved_send_rate_per_sec)
         );
-        out.push_str(&figure_cell(
+        out.push_str(&figure_cell_noted(
             Unit::PerSec,
-            spread(s, |m| Some(m.throughput_rps)),
+            spread(s, |m| Some(goodput_rps(m))),
+            &drain_text(m),
         ));
         out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p50)));
         out.push_str(&figure_cell(Unit::Micros, lat(|m| m.latency_us.p90)));
@@ -360,49 +495,65 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
         let _ = write!(
             out,
             "<td>{}<small class=\"spread\">{}</small></td>",
-            m.errors,
-            format_figure(Unit::Fraction, m.error_rate)
+            esc(&p50_p99_max(&m.send_lag_us).unwrap_or_else(|| "–".into())),
+            esc(&if m.probe_lag_us.count > 0 {
+                format!("runtime probe p99 {}", format_us(m.probe_lag_us.p99))
+            } else if m.send_lag_us.count == 0 {
+                "not recorded".into()
+            } else {
+                String::new()
+            })
         );
-        out.push_str(&ratio_cell(Some(m.throughput_rps), Some(ref_tp), is_ref));
+        let _ = write!(
+            out,
+            "<td>{}<small class=\"spread\">{}</small>{}</td>",
+            m.errors,
+            format_figure(Unit::Fraction, m.error_rate),
+            if m.error_latency_us.count > 0 {
+                format!(
+                    "<small class=\"spread\" title=\"failed requests' latency, apart from the \
+                     successes'\">failed: p50 {}, p99 {}</small>",
+                    esc(&format_us(m.error_latency_us.p50)),
+                    esc(&format_us(m.error_latency_us.p99))
+                )
+            } else {
+                String::new()
+            }
+        );
+        let untrusted = ref_invalid || state == State::Invalid;
+        out.push_str(&ratio_cell(
+            Some(goodput_rps(m)),
+            Some(ref_goodput),
+            is_ref,
+            untrusted,
+        ));
         out.push_str(&ratio_cell(
             Some(m.latency_us.p99 as f64),
             Some(ref_p99),
             is_ref,
+            untrusted,
         ));
-        if m.valid {
-            let note = if m.saturated {
-                "<small class=\"spread warn\">server saturated</small>"
-            } else if m.partial {
-                "<small class=\"spread warn\">partial</small>"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "<td class=\"reason\"><span class=\"ok\">✓ valid</span>{note}</td></tr>"
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "<td class=\"reason\"><span class=\"bad\">✗ INVALID</span><small class=\"spread\">{}</small></td></tr>",
-                esc(m
-                    .invalid_reason
-                    .as_deref()
-                    .unwrap_or("the generator could not be trusted"))
-            );
+        let mut reason = verdict_reason(m).map(str::to_string);
+        if m.partial {
+            reason = Some(format!(
+                "partial (interrupted){}",
+                reason.map_or_else(String::new, |r| format!("; {r}"))
+            ));
         }
+        let _ = writeln!(out, "{}</tr>", verdict_cell(state, reason.as_deref()));
     }
     out.push_str("</table></div>\n");
     out.push_str(
         "<h3>Memory and CPU</h3>\n<div class=\"scroll\"><table>\n<tr><th>variant</th>\
-         <th>target RSS peak</th><th>target CPU</th><th>Postgres RSS peak</th><th>Postgres CPU</th>\
+         <th>target RSS peak</th><th>target CPU</th><th>Postgres memory peak</th><th>Postgres CPU</th>\
          <th>RSS ×</th></tr>\n",
     );
     for (i, v) in run.variants.iter().enumerate() {
         let s = &v.summary;
         let _ = write!(
             out,
-            "<tr><td class=\"variant\">{}<strong>{}</strong></td>",
+            "<tr{}><td class=\"variant\">{}<strong>{}</strong></td>",
+            row_class(verdict_state(&s.figures)),
             swatch(i),
             esc(&s.name)
         );
@@ -420,18 +571,29 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
             s.figures.target_rss_peak_bytes.map(|b| b as f64),
             ref_rss,
             i == reference,
+            ref_invalid || verdict_state(&s.figures) == State::Invalid,
         ));
         out.push_str("</tr>\n");
     }
     out.push_str("</table></div>\n");
     let _ = writeln!(
         out,
-        "<p class=\"note\">Latency is reported with the rate that produced it (target rate column). \
-         Ratios are against <strong>{}</strong>: throughput × above 1 is better, p99 × and RSS × \
-         below 1 are better. RSS is the peak of the target's process tree; CPU is the mean, in % of \
-         one core. Postgres RSS sums the postmaster and every backend, so shared memory \
-         (shared_buffers) is counted once per process that touched it: it overstates the \
-         server's real footprint and is for comparing variants, not for sizing.{}</p>",
+        "<p class=\"note\">Latency is reported with the rate that produced it (target rate column), \
+         for successful requests only; failed requests' latency is under the error count. It \
+         excludes the generator's own send lag (actual send − the moment the send could have \
+         gone), shown apart with the runtime probe's lateness: evidence of the generator's health \
+         that the server cannot influence. Goodput is successful completions inside the measured \
+         window per second of it; the drain after the schedule ended is shown under it, apart. \
+         The verdict says whose numbers these are: <strong>valid</strong>, \
+         <strong>saturated</strong> (a backlog formed by the server's doing while the generator \
+         was healthy) or <strong>invalid</strong> (generator-bound, users exhausted, too many \
+         errors: not the server's), so it gives no ratio. Ratios are against <strong>{}</strong>: \
+         goodput × above 1 is better, p99 × and RSS × below 1 are better. RSS is the peak of the target's process tree; \
+         CPU is the mean, in % of one core. Postgres memory is the PSS of the postmaster and its \
+         backends where apibench could read <code>smaps_rollup</code> (shared_buffers counted \
+         once); otherwise it is their summed RSS, which counts shared memory once per process that \
+         touched it and overstates the footprint: compare variants with it, do not size with \
+         it.{}</p>",
         esc(&r.name),
         if run.summary.repeat > 1 {
             " Grey numbers under a figure: min–max over the repetitions; the figure is their median."
@@ -495,7 +657,7 @@ fn spectrum(run: &SavedRun) -> Result<String, ReportError> {
     } else {
         ""
     };
-    let title = format!("Latency by percentile (every measured request{merged})");
+    let title = format!("Latency by percentile (every successful measured request{merged})");
     let svg = chart(
         &spec(
             &title,
@@ -605,9 +767,9 @@ fn over_time(run: &SavedRun) -> Result<String, ReportError> {
             .collect()
     });
     let mut tp = spec(
-        "Throughput per 1 s interval",
+        "Throughput per 1 s interval (goodput: successful requests)",
         "time since load start (s)",
-        "completed requests per second",
+        "successful requests per second",
         XAxis::Seconds,
         true,
     );
@@ -626,7 +788,8 @@ fn over_time(run: &SavedRun) -> Result<String, ReportError> {
         "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
          <p class=\"note\">Each point is one 1 s interval of <code>latency.hlog</code>, by completion time; \
          the grey band is the warm-up, which the summary figures exclude; the last, partial interval (the \
-         drain after the schedule ended) is left out of the charts but counted in the summary.</p>\n</section>\n\
+         drain after the schedule ended) is left out of the charts: its latencies count in the \
+         summary's percentiles, not in its goodput.</p>\n</section>\n\
          <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
         chart(&p50, &p50_lines, "no interval was recorded")?,
         chart(&p99, &p99_lines, "no interval was recorded")?,
@@ -749,9 +912,9 @@ fn request_tables(run: &SavedRun) -> String {
             .unwrap_or_default();
         let _ = writeln!(out, "<h3>{}{what}</h3>", esc(name));
         out.push_str(
-            "<div class=\"scroll\"><table><tr><th>variant</th><th>requests</th><th>throughput</th>\
+            "<div class=\"scroll\"><table><tr><th>variant</th><th>requests</th><th>goodput</th>\
              <th>errors</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th>\
-             <th>TTFB p50</th><th>TTFB p99</th></tr>\n",
+             <th>TTFB p50</th><th>TTFB p99</th><th>failed p50 / p99</th></tr>\n",
         );
         for (i, v) in run.variants.iter().enumerate() {
             let s = &v.summary;
@@ -786,8 +949,10 @@ fn request_tables(run: &SavedRun) -> String {
                 Unit::PerSec,
                 spread(s, |m| {
                     let r = m.requests_by_name.get(name)?;
-                    (m.measured_duration_ms > 0)
-                        .then(|| r.requests as f64 * 1000.0 / m.measured_duration_ms as f64)
+                    (m.measured_duration_ms > 0).then(|| {
+                        r.requests.saturating_sub(r.errors) as f64 * 1000.0
+                            / m.measured_duration_ms as f64
+                    })
                 }),
             ));
             let _ = write!(
@@ -807,49 +972,218 @@ fn request_tables(run: &SavedRun) -> String {
             out.push_str(&figure_cell(Unit::Micros, lat(|r| r.latency_us.max)));
             out.push_str(&figure_cell(Unit::Micros, ttfb(|p| p.p50)));
             out.push_str(&figure_cell(Unit::Micros, ttfb(|p| p.p99)));
-            out.push_str("</tr>\n");
+            let _ = writeln!(
+                out,
+                "<td>{}</td></tr>",
+                if r.error_latency_us.count > 0 {
+                    esc(&format!(
+                        "{} / {}",
+                        format_us(r.error_latency_us.p50),
+                        format_us(r.error_latency_us.p99)
+                    ))
+                } else {
+                    "–".into()
+                }
+            );
         }
         out.push_str("</table></div>\n");
     }
-    out.push_str("</section>\n");
+    out.push_str(
+        "<p class=\"note\">Latency and TTFB are of successful requests; failed requests (wrong \
+         status, connection error, timeout) are timed apart, so an instant error cannot pull the \
+         successes' percentiles down.</p>\n</section>\n",
+    );
     out
+}
+
+/// "45 % of 2 CPUs" — the generator's mean CPU as a share of the CPUs it may run on.
+fn cpu_share_text(m: &Measurement) -> Option<String> {
+    let share = m.generator_cpu_share?;
+    Some(match m.generator_cpus_allowed {
+        Some(n) => format!(
+            "{:.0} % of the {n} CPU{} it may use",
+            share * 100.0,
+            if n == 1 { "" } else { "s" }
+        ),
+        None => format!("{:.0} % of the CPUs it may use", share * 100.0),
+    })
 }
 
 fn generator_table(run: &SavedRun) -> String {
     let mut out = String::from(
         "<section id=\"generator\">\n<h2>Generator self-check</h2>\n<div class=\"scroll\"><table>\
-         <tr><th>variant</th><th>target rate</th><th>achieved send rate</th><th>late sends (&gt;10 ms)</th>\
-         <th>backlogged sends</th><th>generator CPU</th><th>generator RSS</th><th>timeouts</th></tr>\n",
+         <tr><th>variant</th><th>target rate</th><th>achieved send rate</th>\
+         <th>send lag p50 / p99 / max</th><th>runtime probe p50 / p99 / max</th>\
+         <th>late sends (&gt;1 ms)</th><th>backlogged sends</th><th>users busy (peak of max)</th>\
+         <th>generator CPU</th><th>generator RSS</th><th>timeouts</th>\
+         <th class=\"left\">verdict</th></tr>\n",
     );
     for (i, v) in run.variants.iter().enumerate() {
         let m = &v.summary.figures;
+        let state = verdict_state(m);
+        let users = if m.max_users > 0 {
+            format!(
+                "{} of {}<small class=\"spread\">{} started{}</small>",
+                m.peak_users_busy,
+                m.max_users,
+                m.users_started,
+                if m.users_exhausted {
+                    " · <span class=\"bad\">exhausted</span>"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             out,
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{}><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td>\
+             <td>{}</td><td>{users}</td><td>{}<small class=\"spread\">{}</small></td><td>{}</td>\
+             <td>{}</td>{}</tr>",
+            row_class(state),
             swatch(i),
             esc(&v.summary.name),
             m.target_rate_per_sec
                 .map_or("closed model".into(), |r| format_figure(Unit::PerSec, r)),
             format_figure(Unit::PerSec, m.achieved_send_rate_per_sec),
+            esc(&p50_p99_max(&m.send_lag_us).unwrap_or_else(|| "not recorded".into())),
+            esc(&p50_p99_max(&m.probe_lag_us).unwrap_or_else(|| "not recorded".into())),
             m.generator_late_sends,
             format_figure(Unit::Fraction, m.generator_late_share),
             m.backlogged_sends,
             m.generator_cpu_mean_percent
                 .map_or("–".into(), |c| format!("{c:.1} %")),
+            esc(&cpu_share_text(m).unwrap_or_default()),
             m.generator_rss_peak_bytes
                 .map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64)),
-            m.timeouts
+            m.timeouts,
+            verdict_cell(state, verdict_reason(m))
         );
     }
     out.push_str(
-        "</table></div>\n<p class=\"note\">A run is marked invalid when the generator, not the server, \
-         fell behind its schedule; backlogged sends are the server's doing (every user was busy).</p>\n</section>\n",
+        "</table></div>\n<p class=\"note\">The generator's health is judged on evidence the server \
+         cannot influence, on every run: its send lag (actual send − the moment the send could have \
+         gone), a runtime probe (a task on the users' runtime sleeping 1 ms at a time: how late it \
+         woke) and its CPU against the CPUs it may run on. When the generator or its users were the \
+         limit the measurement is <strong>invalid</strong>, never the server's saturation; \
+         backlogged sends with a healthy generator and users to spare are the server's doing \
+         (<strong>saturated</strong>). Users grow while every one is busy, up to the maximum.</p>\n\
+         </section>\n",
     );
     out
 }
 
-/// The seed's before/after table, the ramp per variant and the attribution waterfalls; empty
-/// when the run has no before/after pair (see [`crate::migration::resolve_pair`]).
+/// The `[find_max]` ramp of each variant that has one: a row per stage, by rate, with its verdict,
+/// whether it was within budget, over it, or client-limited (never the server's ceiling), the
+/// stages the bisection added, and what the target, Postgres and the generator used.
+fn ramp_section(run: &SavedRun) -> String {
+    let summary = &run.summary;
+    if summary.variants.iter().all(|v| v.figures.stages.is_empty()) {
+        return String::new();
+    }
+    let budget = run
+        .info
+        .as_ref()
+        .and_then(|i| i.load.find_max.as_ref())
+        .map(|f| {
+            format!(
+                " The budget: p99 ≤ {} and errors under {}.",
+                format_us(f.budget.p99_budget_us),
+                format_figure(Unit::Fraction, f.budget.max_error_rate)
+            )
+        })
+        .unwrap_or_default();
+    let mut out =
+        String::from("<section id=\"ramp\">\n<h2>Max sustainable throughput (ramp)</h2>\n");
+    for (i, v) in summary.variants.iter().enumerate() {
+        if v.figures.stages.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "<h3>{}{}: max sustainable {}</h3>\n<div class=\"scroll\"><table>\n<tr><th>stage rate</th>\
+             <th>goodput</th><th>p99</th><th>send lag p99</th><th>errors</th><th>budget</th>\
+             <th class=\"left\">verdict</th><th>users busy (peak)</th><th>target CPU</th>\
+             <th>target RSS peak</th><th>Postgres CPU</th><th>Postgres memory peak</th>\
+             <th>generator CPU</th></tr>",
+            swatch(i),
+            esc(&v.name),
+            esc(&crate::migration::max_sustainable_text(v))
+        );
+        for stage in stages_by_rate(&v.figures) {
+            out.push_str(&stage_row(stage));
+        }
+        out.push_str("</table></div>\n");
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">Each stage is measured after its settle period. <span class=\"ok\">✓</span> \
+         within budget, <span class=\"bad\">✗</span> over budget (the server's doing), \
+         <span class=\"stage-mark client-limited\">client-limited</span>: users exhausted or the \
+         generator bound — it says nothing about the server and is never its ceiling; when the first \
+         failure above the ceiling is client-limited the ceiling is shown as “≥”. Stages marked \
+         <span class=\"bisection\">bisection</span> were added between the last pass and the first \
+         failure until the step was small; “±” is the resolution that leaves. CPU is % of one core.{}</p>\n</section>",
+        esc(&budget)
+    );
+    out
+}
+
+fn stage_row(s: &StageFigures) -> String {
+    let state = stage_state(s);
+    let mark_class = match stage_mark(s) {
+        "✓" => "ok",
+        "✗" => "bad",
+        _ => "stage-mark client-limited",
+    };
+    let percent = |p: Option<f64>| p.map_or("–".into(), |c| format!("{c:.1} %"));
+    let bytes = |b: Option<u64>| b.map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64));
+    format!(
+        "<tr{}><td>{} req/s{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+         <td><span class=\"{mark_class}\">{}</span></td>{}<td>{}</td><td>{}</td><td>{}</td>\
+         <td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        row_class(state),
+        format_rate(s.rate_per_sec),
+        if s.bisection {
+            "<span class=\"bisection\">bisection</span>"
+        } else {
+            ""
+        },
+        format_figure(Unit::PerSec, stage_goodput_rps(s)),
+        esc(&format_us(s.p99_us)),
+        if s.send_lag_p99_us > 0 || !s.verdict.is_empty() {
+            esc(&format_us(s.send_lag_p99_us))
+        } else {
+            "–".into()
+        },
+        format_figure(Unit::Fraction, s.error_rate),
+        stage_mark(s),
+        verdict_cell(state, s.verdict_reason.as_deref()),
+        if s.peak_users_busy > 0 {
+            s.peak_users_busy.to_string()
+        } else {
+            "–".into()
+        },
+        percent(s.target_cpu_mean_percent),
+        bytes(s.target_rss_peak_bytes),
+        percent(s.postgres_cpu_mean_percent),
+        bytes(s.postgres_rss_peak_bytes),
+        percent(s.generator_cpu_mean_percent),
+    )
+}
+
+/// "node-before (INVALID)" in a heading, by the variant's verdict.
+fn state_suffix(state: State) -> &'static str {
+    match state {
+        State::Valid => "",
+        State::Saturated => " (saturated)",
+        State::Invalid => " (INVALID)",
+    }
+}
+
+/// The seed's before/after table and the attribution waterfalls; empty when the run has no
+/// before/after pair (see [`crate::migration::resolve_pair`]).
 fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
     let summary = &run.summary;
     let Some(table) = crate::migration::table(summary) else {
@@ -857,16 +1191,24 @@ fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
     };
     let mut out = format!(
         "<section id=\"migration\">\n<h2>Migration: {} → {}</h2>\n<div class=\"scroll\"><table>\n\
-         <tr><th></th><th>before ({})</th><th>after ({})</th><th>change</th><th class=\"left\">the seed claimed</th></tr>\n",
+         <tr><th></th><th>before ({}) {}</th><th>after ({}) {}</th><th>change</th>\
+         <th class=\"left\">the seed claimed</th></tr>\n",
         esc(&table.before),
         esc(&table.after),
         esc(&table.before),
-        esc(&table.after)
+        verdict_badge(table.before_state),
+        esc(&table.after),
+        verdict_badge(table.after_state)
     );
     for row in &table.rows {
+        let change_class = if row.change.starts_with("n/a") {
+            " class=\"muted\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td{change_class}>{}</td><td class=\"reason\">{}</td></tr>",
             esc(&row.metric),
             esc(&row.before),
             esc(&row.after),
@@ -875,52 +1217,34 @@ fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
         );
     }
     out.push_str("</table></div>\n");
-
-    if summary
-        .variants
-        .iter()
-        .any(|v| !v.figures.stages.is_empty())
-    {
-        out.push_str(
-            "<h3>Ramp: p99 per stage at its rate</h3>\n<div class=\"scroll\"><table>\n\
-             <tr><th>variant</th><th>max sustainable</th><th class=\"left\">stages (rate: achieved, p99, errors)</th></tr>\n",
-        );
-        for (i, v) in summary.variants.iter().enumerate() {
-            let stages: Vec<String> = v
-                .figures
-                .stages
-                .iter()
-                .map(|s| {
-                    format!(
-                        "<span class=\"{}\">{:.0}/s</span>: {:.0}/s, {}, {:.2} %",
-                        if s.within_budget { "ok" } else { "bad" },
-                        s.rate_per_sec,
-                        s.achieved_rps,
-                        esc(&crate::output::format_us(s.p99_us)),
-                        s.error_rate * 100.0
-                    )
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "<tr><td class=\"variant\">{}{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
-                swatch(i),
-                esc(&v.name),
-                esc(&crate::migration::max_sustainable_text(v)),
-                stages.join(" · ")
-            );
+    if !table.notes.is_empty() {
+        out.push_str("<ul class=\"notes\">\n");
+        for note in &table.notes {
+            let _ = writeln!(out, "<li>{}</li>", esc(note));
         }
-        out.push_str("</table></div>\n");
+        out.push_str("</ul>\n");
     }
 
     let steps = crate::migration::steps(summary);
     if !steps.is_empty() {
-        let bars = |pick: fn(&crate::migration::MigrationStep) -> Option<f64>| {
+        let states: std::collections::HashMap<&str, State> = summary
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), verdict_state(&v.figures)))
+            .collect();
+        let label = |name: &str| {
+            format!(
+                "→ {name}{}",
+                state_suffix(states.get(name).copied().unwrap_or(State::Valid))
+            )
+        };
+        let bars = |pick: fn(&crate::migration::MigrationStep) -> &crate::migration::StepRatio| {
             steps
                 .iter()
                 .map(|s| charts::WaterfallStep {
-                    label: format!("→ {}", s.to),
-                    ratio: pick(s),
+                    label: label(&s.to),
+                    ratio: pick(s).ratio,
+                    note: pick(s).excluded.as_ref().map(|_| "excluded".to_string()),
                 })
                 .collect::<Vec<_>>()
         };
@@ -954,16 +1278,37 @@ fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
         let _ = write!(
             out,
             "<h3>Attribution: which step bought how much</h3>\n<div class=\"grid\">{}{}</div>\n",
-            draw(&throughput_spec, &bars(|s| s.throughput_ratio), true)?,
-            draw(&p99_spec, &bars(|s| s.p99_ratio), false)?
+            draw(&throughput_spec, &bars(|s| &s.throughput), true)?,
+            draw(&p99_spec, &bars(|s| &s.p99), false)?
         );
+        let mut excluded: Vec<String> = Vec::new();
+        for step in &steps {
+            for (what, ratio) in [("throughput", &step.throughput), ("p99", &step.p99)] {
+                if let Some(why) = &ratio.excluded {
+                    excluded.push(format!("{} → {} ({what}): {why}", step.from, step.to));
+                }
+            }
+        }
+        if !excluded.is_empty() {
+            out.push_str(
+                "<p class=\"note\">Excluded from the attribution (no bar, and no total where a \
+                 step is missing), because a side is not the server's measurement:</p>\n<ul class=\"notes\">\n",
+            );
+            for line in excluded {
+                let _ = writeln!(out, "<li>{}</li>", esc(&line));
+            }
+            out.push_str("</ul>\n");
+        }
     }
     out.push_str(
         "<p class=\"note\">Same machine, data, rate and pool size for every variant unless a step exists to \
          change exactly that. Throughput is the highest ramp stage whose p99 stayed within the budget with \
-         under the error limit and a valid generator (a “≥” means the top stage passed). p99 and RSS are \
-         from the fixed-rate phase; GC pause time is Node's <code>nodejs_gc_duration_seconds</code> over \
-         that phase. Generator, Postgres and server share the CPUs: compare ratios, not absolutes.</p>\n</section>\n",
+         under the error limit and a healthy generator (a “≥” means the top stage passed or the first \
+         failure above was client-limited, so the server's ceiling is at least that; “±” is the ceiling's \
+         resolution). An invalid variant — generator-bound, users exhausted, too many errors — gives no \
+         ratio. p99 and RSS are from the fixed-rate phase; GC pause time is Node's \
+         <code>nodejs_gc_duration_seconds</code> over that phase. Generator, Postgres and server share the \
+         CPUs: compare ratios, not absolutes.</p>\n</section>\n",
     );
     Ok(out)
 }
@@ -982,6 +1327,7 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     out.push_str(&banners(run));
     out.push_str(&summary_table(run, reference));
     out.push_str(&migration_section(run)?);
+    out.push_str(&ramp_section(run));
     out.push_str(&spectrum(run)?);
     out.push_str(&over_time(run)?);
     out.push_str(&resources(run)?);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub struct ReportArgs {
     /// The run directory written by `apibench run` (holds summary.json)
     pub dir: PathBuf,
-    /// The variant the ratio columns divide by [default: the first variant]
+    /// The variant the ratio columns divide by [default: the first variant that is not invalid]
     #[arg(long, value_name = "NAME")]
     pub reference: Option<String>,
 }
@@ -44,7 +44,14 @@ pub enum ReportError {
 /// The page's HTML for a loaded run.
 pub fn render(run: &SavedRun, reference: Option<&str>) -> Result<String, ReportError> {
     let reference_index = match reference {
-        None => 0,
+        // An invalid variant gives no ratio: by default divide by one that can.
+        None => run
+            .variants
+            .iter()
+            .position(|v| {
+                crate::output::verdict_state(&v.summary.figures) != crate::verdict::State::Invalid
+            })
+            .unwrap_or(0),
         Some(name) => run
             .variants
             .iter()

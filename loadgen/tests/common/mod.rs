@@ -51,7 +51,7 @@ pub fn half_failing(delay: Duration) -> Router {
     Router::new().fallback(get(move || {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
             } else {
                 tokio::time::sleep(delay).await;
