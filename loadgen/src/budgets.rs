@@ -8,9 +8,13 @@
 //! request = "get_user"     # optional; default: the variant's overall figures
 //! p99_ms = 8               # any of p50_ms p90_ms p99_ms p999_ms max_ms
 //! error_rate = 0.001       # errors / requests
-//! min_throughput_rps = 1000
+//! min_throughput_rps = 1000 # goodput: successful completions per second of the window
 //! max_rss_mib = 200        # peak RSS of the target's process tree
 //! ```
+//!
+//! `min_throughput_rps` keeps its name (budgets files in use) but limits goodput, as `compare`
+//! shows it ([`crate::compare::goodput_per_sec`]): errors and the drain after the schedule do
+//! not count; in results written before goodput existed it falls back to the throughput.
 //!
 //! This module parses and matches; it never reads results or decides a verdict.
 
@@ -31,6 +35,7 @@ pub struct Budget {
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
     pub error_rate: Option<f64>,
+    /// A floor on goodput (successful completions per second of the measured window).
     pub min_throughput_rps: Option<f64>,
     pub max_rss_mib: Option<f64>,
 }

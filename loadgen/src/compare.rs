@@ -1,13 +1,23 @@
 //! `apibench compare A B`: two saved runs side by side, per variant present in both and per
-//! request name — throughput, p50, p99, p99.9, errors, RSS — with the ratio B/A and a verdict
-//! (improved / regressed / within noise, see [`crate::noise`]).
+//! request name — goodput, p50, p99, p99.9, errors, RSS — with the ratio B/A, its bootstrap
+//! interval and a verdict (improved / regressed / within noise, see [`crate::noise`]). All the
+//! figures of one invocation form one family for Holm's correction.
 //!
-//! Reads `summary.json` of each run only; never a live run, never writes anything. The figures
-//! and their formatting live here and are reused by the gate's baseline checks and the report.
+//! Goodput (successful completions inside the measured window per second of it) is the
+//! throughput figure; files written before it existed fall back to `throughput_rps`. Runs made
+//! at target rates more than 1 % apart are refused (exit 2) unless `--allow-different-rates`:
+//! their latencies measure different loads, not different code.
+//!
+//! Reads `summary.json` and, when the two runs do not both have repetitions, each
+//! measurement's `latency.hlog` (for the interval bootstrap); never a live run, never writes
+//! anything. The figures and their formatting live here and are reused by the gate's baseline
+//! checks and budgets and by the report.
 
-use crate::noise::{self, Better, Judgement};
+use crate::noise::{
+    self, Better, Candidate, IntervalSeries, IntervalStatistic, Judgement, NoiseEstimate,
+};
 use crate::results::{Measurement, Summary, VariantSummary};
-use crate::saved::{self, CommandOutcome, Spread};
+use crate::saved::{self, CommandOutcome, SavedRunError, Spread};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,9 +32,14 @@ pub struct CompareArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Changes smaller than this are never called, whatever the spread (relative, e.g. 5%)
+    /// A change is called only when the bootstrap interval of B/A lies wholly outside 1 ± this
+    /// (relative, e.g. 5%)
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = noise::parse_percent)]
     pub threshold: f64,
+    /// Compare runs made at target rates more than 1 % apart (refused otherwise: their
+    /// latencies measure different loads)
+    #[arg(long)]
+    pub allow_different_rates: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +76,9 @@ pub struct Figure {
     pub unit: Unit,
     pub better: Better,
     pub read: fn(&Measurement, Scope) -> Option<f64>,
+    /// What a 1 s interval of `latency.hlog` gives of this figure (overall scope only: the log
+    /// has no per-request intervals); `None`: the interval bootstrap cannot estimate it.
+    pub interval_statistic: Option<IntervalStatistic>,
 }
 
 fn per_request(m: &Measurement, scope: Scope) -> Option<crate::results::RequestSummary> {
@@ -82,21 +100,31 @@ fn latency(
     (p.count > 0).then(|| pick(&p) as f64)
 }
 
+/// Goodput, the throughput figure of compare, the gate's baseline checks and its
+/// `min_throughput_rps` budget: successful completions per second of the measured window.
+/// Overall: `goodput_rps`, or `throughput_rps` in files written before goodput existed. One
+/// request name: its successful requests per second of the window.
+pub fn goodput_per_sec(m: &Measurement, scope: Scope) -> Option<f64> {
+    match scope {
+        Scope::Overall => Some(m.goodput_rps.unwrap_or(m.throughput_rps)),
+        Scope::Request(_) => {
+            let r = per_request(m, scope)?;
+            (m.measured_duration_ms > 0).then(|| {
+                r.requests.saturating_sub(r.errors) as f64 * 1000.0 / m.measured_duration_ms as f64
+            })
+        }
+    }
+}
+
 /// The figures compared, in display order.
 pub const FIGURES: &[Figure] = &[
     Figure {
-        key: "throughput_rps",
-        label: "throughput",
+        key: "goodput_rps",
+        label: "goodput",
         unit: Unit::PerSec,
         better: Better::Higher,
-        read: |m, scope| match scope {
-            Scope::Overall => Some(m.throughput_rps),
-            Scope::Request(_) => {
-                let r = per_request(m, scope)?;
-                (m.measured_duration_ms > 0)
-                    .then(|| r.requests as f64 * 1000.0 / m.measured_duration_ms as f64)
-            }
-        },
+        read: goodput_per_sec,
+        interval_statistic: Some(IntervalStatistic::CompletionsPerSec),
     },
     Figure {
         key: "p50_us",
@@ -104,6 +132,7 @@ pub const FIGURES: &[Figure] = &[
         unit: Unit::Micros,
         better: Better::Lower,
         read: |m, scope| latency(m, scope, |p| p.p50),
+        interval_statistic: Some(IntervalStatistic::Quantile(0.50)),
     },
     Figure {
         key: "p99_us",
@@ -111,6 +140,7 @@ pub const FIGURES: &[Figure] = &[
         unit: Unit::Micros,
         better: Better::Lower,
         read: |m, scope| latency(m, scope, |p| p.p99),
+        interval_statistic: Some(IntervalStatistic::Quantile(0.99)),
     },
     Figure {
         key: "p999_us",
@@ -118,6 +148,7 @@ pub const FIGURES: &[Figure] = &[
         unit: Unit::Micros,
         better: Better::Lower,
         read: |m, scope| latency(m, scope, |p| p.p999),
+        interval_statistic: Some(IntervalStatistic::Quantile(0.999)),
     },
     Figure {
         key: "error_rate",
@@ -131,6 +162,7 @@ pub const FIGURES: &[Figure] = &[
                 (r.requests > 0).then(|| r.errors as f64 / r.requests as f64)
             }
         },
+        interval_statistic: None,
     },
     Figure {
         key: "target_rss_peak_bytes",
@@ -141,6 +173,7 @@ pub const FIGURES: &[Figure] = &[
             Scope::Overall => m.target_rss_peak_bytes.map(|b| b as f64),
             Scope::Request(_) => None,
         },
+        interval_statistic: None,
     },
 ];
 
@@ -208,6 +241,16 @@ pub fn format_ratio(ratio: Option<f64>) -> String {
     }
 }
 
+/// A ratio with its bootstrap interval when there is one: "1.08× [0.97, 1.19]".
+pub fn format_judged_ratio(j: &Judgement) -> String {
+    let ratio = format_ratio(j.ratio);
+    if j.noise_estimate == NoiseEstimate::None {
+        return ratio;
+    }
+    let end = |x: Option<f64>| x.map_or_else(|| "∞".to_string(), |x| format!("{x:.2}"));
+    format!("{ratio} [{}, {}]", end(j.ci_low), end(j.ci_high))
+}
+
 /// Where a run came from, for the output's header.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunLabel {
@@ -256,111 +299,262 @@ pub struct Comparison {
     pub a: RunLabel,
     pub b: RunLabel,
     pub threshold: f64,
+    /// Family-wise error rate of Holm's correction over `figures_tested`.
+    pub alpha: f64,
+    /// Figures with a noise estimate: the family Holm's correction is over.
+    pub figures_tested: usize,
     pub variants: Vec<VariantComparison>,
     pub only_in_a: Vec<String>,
     pub only_in_b: Vec<String>,
 }
 
-fn compare_figures(
-    a: &VariantSummary,
-    b: &VariantSummary,
-    scope: Scope,
-    threshold: f64,
-) -> Vec<FigureComparison> {
-    FIGURES
-        .iter()
-        .filter_map(|figure| {
-            let sa = figure_spread(a, figure, scope)?;
-            let sb = figure_spread(b, figure, scope)?;
-            Some(FigureComparison {
-                figure: figure.key,
-                label: figure.label,
-                unit: figure.unit,
-                better: figure.better,
-                a: sa,
-                b: sb,
-                judgement: noise::judge(&sa, &sb, figure.better, threshold),
-            })
-        })
-        .collect()
+/// The target rates of one variant in two runs, when both are open-model runs whose rates are
+/// more than 1 % apart. Closed-model runs have no target rate; a different load model is a
+/// note of its own ([`VariantPair::notes`]).
+pub fn different_rates(a: &VariantSummary, b: &VariantSummary) -> Option<(f64, f64)> {
+    if a.load_model != b.load_model {
+        return None;
+    }
+    match (a.figures.target_rate_per_sec, b.figures.target_rate_per_sec) {
+        (Some(x), Some(y)) if (x - y).abs() > 0.01 * x.max(y) => Some((x, y)),
+        _ => None,
+    }
 }
 
-/// Compares one variant of two runs.
-pub fn compare_variant(
-    a: &VariantSummary,
-    b: &VariantSummary,
-    threshold: f64,
-) -> VariantComparison {
-    let mut notes = Vec::new();
-    let (ra, rb) = (a.figures.target_rate_per_sec, b.figures.target_rate_per_sec);
-    if a.load_model != b.load_model {
-        notes.push(format!(
-            "load models differ (A {}, B {}): latencies are not comparable",
-            a.load_model, b.load_model
-        ));
-    } else if let (Some(x), Some(y)) = (ra, rb)
-        && (x - y).abs() > 0.01 * x.max(y)
-    {
-        notes.push(format!(
-            "target rates differ (A {x:.1} req/s, B {y:.1} req/s): latency ratios compare different loads"
-        ));
+/// Why two runs at different rates are refused, naming the variant and both rates.
+pub fn different_rates_refusal(
+    variant: &str,
+    (a_label, a_rate): (&str, f64),
+    (b_label, b_rate): (&str, f64),
+) -> String {
+    format!(
+        "variant {variant}: {a_label} ran at {a_rate:.1} req/s and {b_label} at {b_rate:.1} req/s — \
+         target rates more than 1 % apart, so latency and goodput would compare different loads, \
+         not different code. Pass --allow-different-rates if this is intended."
+    )
+}
+
+/// One variant present in both runs, with what its noise can be estimated from.
+pub struct VariantPair<'a> {
+    pub a: &'a VariantSummary,
+    pub b: &'a VariantSummary,
+    /// Each run's measured 1 s intervals; read only when the two do not both have repetitions,
+    /// `None` when either has no interval log.
+    intervals: Option<(IntervalSeries, IntervalSeries)>,
+}
+
+impl<'a> VariantPair<'a> {
+    /// Pairs the variant of run A (in `a_dir`) with its namesake in run B, reading the interval
+    /// logs when the repetitions cannot give the noise estimate.
+    pub fn load(
+        (a_dir, a): (&Path, &'a VariantSummary),
+        (b_dir, b): (&Path, &'a VariantSummary),
+    ) -> Result<VariantPair<'a>, SavedRunError> {
+        let intervals = if both_repeated(a, b) {
+            None
+        } else {
+            match (
+                saved::load_measured_intervals(a_dir, a)?,
+                saved::load_measured_intervals(b_dir, b)?,
+            ) {
+                (Some(ia), Some(ib)) => IntervalSeries::new(&ia).zip(IntervalSeries::new(&ib)),
+                _ => None,
+            }
+        };
+        Ok(VariantPair { a, b, intervals })
     }
-    for (run, v) in [("A", a), ("B", b)] {
-        if !v.figures.valid {
+
+    /// Things to know before trusting the verdicts: a different load model or rate, invalid
+    /// runs.
+    fn notes(&self) -> Vec<String> {
+        let (a, b) = (self.a, self.b);
+        let mut notes = Vec::new();
+        if a.load_model != b.load_model {
             notes.push(format!(
-                "{run} is INVALID: {}",
-                v.figures
-                    .invalid_reason
-                    .as_deref()
-                    .unwrap_or("the generator could not be trusted")
+                "load models differ (A {}, B {}): latencies are not comparable",
+                a.load_model, b.load_model
+            ));
+        } else if let Some((x, y)) = different_rates(a, b) {
+            notes.push(format!(
+                "target rates differ (A {x:.1} req/s, B {y:.1} req/s): latency ratios compare different loads"
             ));
         }
+        for (run, v) in [("A", a), ("B", b)] {
+            if !v.figures.valid {
+                notes.push(format!(
+                    "{run} is INVALID: {}",
+                    v.figures
+                        .invalid_reason
+                        .as_deref()
+                        .unwrap_or("the generator could not be trusted")
+                ));
+            }
+        }
+        notes
     }
-    let requests = a
-        .figures
-        .requests_by_name
-        .keys()
-        .filter(|name| b.figures.requests_by_name.contains_key(*name))
-        .map(|name| RequestComparison {
-            name: name.clone(),
-            figures: compare_figures(a, b, Scope::Request(name), threshold),
+
+    /// A figure's values and its bootstrap distribution, when either source can give one.
+    fn candidate(&self, figure: &Figure, scope: Scope) -> Option<Candidate> {
+        let a = figure_spread(self.a, figure, scope)?;
+        let b = figure_spread(self.b, figure, scope)?;
+        let scope_name = match scope {
+            Scope::Overall => "",
+            Scope::Request(name) => name,
+        };
+        let seed = noise::seed_for(&[&self.a.name, scope_name, figure.key]);
+        let resampled = if both_repeated(self.a, self.b) {
+            let values = |v| saved::repetition_values(v, |m| (figure.read)(m, scope));
+            noise::bootstrap_repetitions(&values(self.a), &values(self.b), seed)
+        } else {
+            match (scope, figure.interval_statistic, &self.intervals) {
+                (Scope::Overall, Some(statistic), Some((ia, ib))) => {
+                    Some(noise::bootstrap_intervals(ia, ib, statistic, seed))
+                }
+                _ => None,
+            }
+        };
+        Some(Candidate {
+            a,
+            b,
+            better: figure.better,
+            resampled,
         })
-        .collect();
-    VariantComparison {
-        name: a.name.clone(),
-        load_model: a.load_model.to_string(),
-        a_target_rate_per_sec: ra,
-        b_target_rate_per_sec: rb,
-        a_valid: a.figures.valid,
-        b_valid: b.figures.valid,
-        figures: compare_figures(a, b, Scope::Overall, threshold),
-        requests,
-        notes,
     }
 }
 
-/// Compares two loaded runs.
-pub fn compare(a: (&Path, &Summary), b: (&Path, &Summary), threshold: f64) -> Comparison {
+/// Both runs have repetitions: they, not the intervals, estimate the noise.
+fn both_repeated(a: &VariantSummary, b: &VariantSummary) -> bool {
+    a.repetitions.len() >= 2 && b.repetitions.len() >= 2
+}
+
+/// Compares every pair's figures that `include` admits, judging them as one family (Holm's
+/// correction over all of them). Also returns how many had a noise estimate.
+pub fn compare_pairs(
+    pairs: &[VariantPair],
+    threshold: f64,
+    include: impl Fn(&Figure, Scope) -> bool,
+) -> (Vec<VariantComparison>, usize) {
+    struct Pending {
+        variant: usize,
+        request: Option<usize>,
+        figure: &'static Figure,
+        candidate: Candidate,
+    }
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut variants: Vec<VariantComparison> = Vec::with_capacity(pairs.len());
+    for (index, pair) in pairs.iter().enumerate() {
+        let mut collect = |scope: Scope, request: Option<usize>| {
+            for figure in FIGURES.iter().filter(|f| include(f, scope)) {
+                if let Some(candidate) = pair.candidate(figure, scope) {
+                    pending.push(Pending {
+                        variant: index,
+                        request,
+                        figure,
+                        candidate,
+                    });
+                }
+            }
+        };
+        collect(Scope::Overall, None);
+        let request_names: Vec<String> = pair
+            .a
+            .figures
+            .requests_by_name
+            .keys()
+            .filter(|name| pair.b.figures.requests_by_name.contains_key(*name))
+            .cloned()
+            .collect();
+        for (r, name) in request_names.iter().enumerate() {
+            collect(Scope::Request(name), Some(r));
+        }
+        variants.push(VariantComparison {
+            name: pair.a.name.clone(),
+            load_model: pair.a.load_model.to_string(),
+            a_target_rate_per_sec: pair.a.figures.target_rate_per_sec,
+            b_target_rate_per_sec: pair.b.figures.target_rate_per_sec,
+            a_valid: pair.a.figures.valid,
+            b_valid: pair.b.figures.valid,
+            figures: Vec::new(),
+            requests: request_names
+                .into_iter()
+                .map(|name| RequestComparison {
+                    name,
+                    figures: Vec::new(),
+                })
+                .collect(),
+            notes: pair.notes(),
+        });
+    }
+    let candidates: Vec<&Candidate> = pending.iter().map(|p| &p.candidate).collect();
+    let judgements = noise::judge_family(&candidates, threshold);
+    let tested = judgements.iter().filter(|j| j.noise_estimated).count();
+    for (p, judgement) in pending.iter().zip(judgements) {
+        let comparison = FigureComparison {
+            figure: p.figure.key,
+            label: p.figure.label,
+            unit: p.figure.unit,
+            better: p.figure.better,
+            a: p.candidate.a,
+            b: p.candidate.b,
+            judgement,
+        };
+        let variant = &mut variants[p.variant];
+        match p.request {
+            None => variant.figures.push(comparison),
+            Some(r) => variant.requests[r].figures.push(comparison),
+        }
+    }
+    for variant in &mut variants {
+        variant.requests.retain(|r| !r.figures.is_empty());
+    }
+    (variants, tested)
+}
+
+/// Compares two loaded runs. `Err` (exit 2): target rates more than 1 % apart without
+/// `allow_different_rates`, or an interval log that cannot be read.
+pub fn compare(
+    a: (&Path, &Summary),
+    b: (&Path, &Summary),
+    threshold: f64,
+    allow_different_rates: bool,
+) -> Result<Comparison, String> {
     let label = |(dir, s): (&Path, &Summary)| RunLabel {
         dir: dir.to_path_buf(),
         scenario: s.scenario.clone(),
         started_at: s.started_at.clone(),
         repeat: s.repeat,
     };
+    let common: Vec<(&VariantSummary, &VariantSummary)> =
+        a.1.variants
+            .iter()
+            .filter_map(|va| Some((va, b.1.variants.iter().find(|vb| vb.name == va.name)?)))
+            .collect();
+    if !allow_different_rates {
+        let refusals: Vec<String> = common
+            .iter()
+            .filter_map(|(va, vb)| {
+                let (x, y) = different_rates(va, vb)?;
+                Some(different_rates_refusal(&va.name, ("A", x), ("B", y)))
+            })
+            .collect();
+        if !refusals.is_empty() {
+            return Err(refusals.join("\n"));
+        }
+    }
+    let pairs = common
+        .iter()
+        .map(|(va, vb)| VariantPair::load((a.0, va), (b.0, vb)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let (variants, figures_tested) = compare_pairs(&pairs, threshold, |_, _| true);
     let find = |s: &'_ Summary, name: &str| s.variants.iter().any(|v| v.name == name);
-    Comparison {
+    Ok(Comparison {
         a: label(a),
         b: label(b),
         threshold,
-        variants: a
-            .1
-            .variants
-            .iter()
-            .filter_map(|va| {
-                let vb = b.1.variants.iter().find(|vb| vb.name == va.name)?;
-                Some(compare_variant(va, vb, threshold))
-            })
-            .collect(),
+        alpha: noise::ALPHA,
+        figures_tested,
+        variants,
         only_in_a: a
             .1
             .variants
@@ -375,10 +569,11 @@ pub fn compare(a: (&Path, &Summary), b: (&Path, &Summary), threshold: f64) -> Co
             .filter(|v| !find(a.1, &v.name))
             .map(|v| v.name.clone())
             .collect(),
-    }
+    })
 }
 
-/// Runs `apibench compare`: exit 0 with the comparison, 2 on bad input.
+/// Runs `apibench compare`: exit 0 with the comparison, 2 on bad input or runs at different
+/// rates.
 pub fn command(args: &CompareArgs) -> CommandOutcome {
     let a = match saved::load_summary(&args.a) {
         Ok(s) => s,
@@ -388,7 +583,15 @@ pub fn command(args: &CompareArgs) -> CommandOutcome {
         Ok(s) => s,
         Err(e) => return CommandOutcome::bad_input(e),
     };
-    let comparison = compare((&args.a, &a), (&args.b, &b), args.threshold);
+    let comparison = match compare(
+        (&args.a, &a),
+        (&args.b, &b),
+        args.threshold,
+        args.allow_different_rates,
+    ) {
+        Ok(c) => c,
+        Err(e) => return CommandOutcome::bad_input(e),
+    };
     if comparison.variants.is_empty() {
         return CommandOutcome::bad_input(format!(
             "{} and {} have no variant in common (A: {}; B: {})",
@@ -428,8 +631,14 @@ fn rate_text(rate: Option<f64>, model: &str) -> String {
     }
 }
 
+/// The verdict with a mark for its noise estimate: none for repetitions, † for the intervals
+/// of one run each, * for none at all.
 fn verdict_text(f: &FigureComparison) -> String {
-    let mark = if f.judgement.noise_estimated { "" } else { "*" };
+    let mark = match f.judgement.noise_estimate {
+        NoiseEstimate::Repetitions => "",
+        NoiseEstimate::Intervals => "†",
+        NoiseEstimate::None => "*",
+    };
     format!("{}{mark}", f.judgement.verdict.label())
 }
 
@@ -445,7 +654,7 @@ fn rows(figures: &[FigureComparison], prefix: &str) -> Vec<Vec<String>> {
                 },
                 format_spread(f.unit, &f.a),
                 format_spread(f.unit, &f.b),
-                format_ratio(f.judgement.ratio),
+                format_judged_ratio(&f.judgement),
                 verdict_text(f),
             ]
         })
@@ -456,11 +665,7 @@ const HEADER: [&str; 6] = ["figure", "better", "A", "B", "B/A", "verdict"];
 
 fn footnotes(c: &Comparison) -> Vec<String> {
     let pct = c.threshold * 100.0;
-    let mut out = vec![format!(
-        "A change is called only when it is beyond {pct:.0} % and, where repetitions exist, \
-         outside the spread (min–max) of both runs; figures with repetitions show median (min–max)."
-    )];
-    let unestimated = c
+    let all: Vec<&FigureComparison> = c
         .variants
         .iter()
         .flat_map(|v| {
@@ -468,11 +673,33 @@ fn footnotes(c: &Comparison) -> Vec<String> {
                 .iter()
                 .chain(v.requests.iter().flat_map(|r| &r.figures))
         })
-        .any(|f| !f.judgement.noise_estimated);
-    if unestimated {
+        .collect();
+    let uses = |e: NoiseEstimate| all.iter().any(|f| f.judgement.noise_estimate == e);
+    let mut out = vec![format!(
+        "A change is called only when the bootstrap interval of B/A, shown as [low, high], lies \
+         wholly outside 1 ± {pct:.0} %; the intervals are Holm-corrected over the {} figures \
+         with a noise estimate (family-wise α = {}). Figures with repetitions show median \
+         (min–max).",
+        c.figures_tested, c.alpha
+    )];
+    if uses(NoiseEstimate::Repetitions) {
+        out.push(
+            "Unmarked verdicts: both runs' repetitions resampled (median B / median A).".into(),
+        );
+    }
+    if uses(NoiseEstimate::Intervals) {
+        out.push(
+            "† noise from the 1 s intervals within each run (block bootstrap): it cannot see what \
+             changes between runs (the machine's state, a fresh database); run both with \
+             --repeat 3 or more for that."
+                .into(),
+        );
+    }
+    if uses(NoiseEstimate::None) {
         out.push(format!(
-            "* no noise estimate: {} — the verdict rests on the {pct:.0} % threshold alone; \
-             run both with --repeat 3 or more for one.",
+            "* no noise estimate: {} and no 1 s interval log covers this figure (per-request \
+             figures, errors, RSS; runs without latency.hlog) — the verdict rests on the \
+             {pct:.0} % threshold alone; run both with --repeat 3 or more for one.",
             match (c.a.repeat > 1, c.b.repeat > 1) {
                 (false, false) => "neither run has repetitions",
                 (false, true) => "A has no repetitions",
@@ -481,7 +708,7 @@ fn footnotes(c: &Comparison) -> Vec<String> {
             }
         ));
     }
-    out.push("Latency, errors and RSS: lower is better. Throughput: higher is better.".into());
+    out.push("Latency, errors and RSS: lower is better. Goodput: higher is better.".into());
     if !c.only_in_a.is_empty() {
         out.push(format!(
             "Only in A (not compared): {}",
@@ -496,7 +723,6 @@ fn footnotes(c: &Comparison) -> Vec<String> {
     }
     out
 }
-
 /// Aligned plain-text columns.
 fn text_table(header: &[&str], body: &[Vec<String>]) -> String {
     let width = |s: &str| s.chars().count();

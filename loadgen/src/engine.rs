@@ -3,16 +3,16 @@
 //!
 //! How goose is embedded: one scenario with one transaction, and the transaction *is* the user's
 //! whole life: take a
-//! slot from the shared [`Schedule`], wait for it with the [`Pacer`] (precise to tens of µs, not
-//! tokio's 1 ms tick), send with the user's own
+//! slot from the shared [`Schedule`], wait for it with the user's own [`PreciseTimer`](crate::pacer::PreciseTimer) (a timerfd:
+//! tens of µs, not tokio's 1 ms tick), send with the user's own
 //! `reqwest` client (`user.client`), read the whole body, hand a [`Sample`] to its
 //! [`UserRecorder`], repeat until the schedule (open) or the deadline (closed) is exhausted.
 //!
 //! The generator's own error is measured, never charged to the server: each send's *lag* (actual
 //! send − the moment it could have gone, `max(due, user free)`) is recorded apart and subtracted
 //! from the latency, which therefore counts the server's backlog (from the due time) but not
-//! the generator's lateness. A probe task on the same runtime sleeps 1 ms at a time through the
-//! pacer and records how late it wakes: a CPU-starved generator shows there whatever the server
+//! the generator's lateness. A probe task on the same runtime sleeps 1 ms at a time on a precise
+//! timer and records how late it wakes: a CPU-starved generator shows there whatever the server
 //! does.
 //!
 //! Open-model users grow: goose launches `max_users`, of which `users` start; when a user takes
@@ -32,7 +32,7 @@
 //! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
 //! Nothing outside this module knows goose exists.
 
-use crate::pacer::Pacer;
+use crate::pacer::PreciseTimer;
 use crate::recorder::{Sample, UserRecorder, new_histogram, record_clamped};
 use crate::scenario::{LoadModel, RequestSpec};
 use crate::schedule::{self, Schedule, SchedulePlan};
@@ -82,7 +82,7 @@ pub struct LoadPlan {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {
-    /// The [`Pacer`] thread: tens of microseconds.
+    /// A timerfd per user ([`PreciseTimer`](crate::pacer::PreciseTimer)): tens of microseconds.
     #[default]
     Precise,
     /// tokio's timer wheel: rounds every sleep up to the next millisecond (the old behaviour).
@@ -119,7 +119,6 @@ struct Shared {
     methods: Vec<reqwest::Method>,
     cumulative_weights: Vec<u64>,
     schedule: Schedule,
-    pacer: Pacer,
     next_user: AtomicU64,
     /// Users allowed to run (open model grows it up to `max_users`); `done` releases the rest.
     active: watch::Sender<Growth>,
@@ -176,7 +175,6 @@ pub async fn run(
     });
     let shared = Arc::new(Shared {
         schedule: Schedule::new(plan.schedule.clone()),
-        pacer: Pacer::start(),
         active,
         busy_users: AtomicUsize::new(0),
         peak_busy_users: AtomicUsize::new(0),
@@ -284,16 +282,17 @@ struct Growth {
     done: bool,
 }
 
-/// The runtime probe: sleeps [`PROBE_PERIOD`] at a time through the pacer on the users'
+/// The runtime probe: sleeps [`PROBE_PERIOD`] at a time on a precise timer on the users'
 /// runtime and records how late it wakes, after the warm-up, until the users are done.
 async fn probe_runtime(shared: Arc<Shared>) -> Histogram<u64> {
     let mut lag = new_histogram();
     let mut done = shared.active.subscribe();
     let warmup = shared.plan.schedule.warmup();
     let mut due = Instant::now() + PROBE_PERIOD;
+    let mut timer = PreciseTimer::new();
     loop {
         tokio::select! {
-            () = shared.pacer.sleep_until(due) => {}
+            () = timer.sleep_until(due) => {}
             _ = done.wait_for(|g| g.done) => break,
         }
         let now = Instant::now();
@@ -339,6 +338,7 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         Arc::clone(&shared.plan.templates),
     );
     let client = user.client.clone();
+    let mut timer = PreciseTimer::new();
     let start = shared.schedule.start();
     let warmup_end = start + shared.plan.schedule.warmup();
     let closed_deadline = start + shared.plan.schedule.end_offset();
@@ -396,7 +396,7 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         if due > Instant::now() {
             let wait = async {
                 match shared.plan.timer {
-                    Timer::Precise => shared.pacer.sleep_until(due).await,
+                    Timer::Precise => timer.sleep_until(due).await,
                     Timer::Tokio => tokio::time::sleep_until(due.into()).await,
                 }
             };

@@ -1,16 +1,22 @@
-//! `apibench gate DIR --budgets FILE [--baseline DIR] [--max-regression 10%] [--junit FILE]`:
-//! the CI verdict on a saved run. One check per budget limit per matching variant (value, limit,
-//! PASS/FAIL), a validity check per variant (a run whose generator fell behind fails with that
-//! reason), and with `--baseline` a regression check per figure, noise-aware as in `compare`.
+//! `apibench gate DIR --budgets FILE [--baseline DIR] [--max-regression 10%]
+//! [--allow-different-rates] [--junit FILE]`: the CI verdict on a saved run. One check per
+//! budget limit per matching variant (value, limit, PASS/FAIL), a validity check per variant (a
+//! run whose generator fell behind fails with that reason), and with `--baseline` a regression
+//! check per figure (goodput, p50, p99, p99.9, RSS), judged as in `compare` by
+//! [`crate::noise`]: a figure fails only when its bootstrap interval of current/baseline lies
+//! wholly beyond `--max-regression`, Holm-corrected over every baseline check of the gate. The
+//! throughput figure, here and in `min_throughput_rps`, is goodput
+//! ([`compare::goodput_per_sec`]).
 //!
 //! Exit codes: 0 every check passed, 1 a check failed, 2 bad input (budgets file that does not
-//! parse, unknown field, missing or corrupt results file, a budget that matches nothing). Also
+//! parse, unknown field, missing or corrupt results file, a budget that matches nothing, a
+//! baseline made at a target rate more than 1 % away without `--allow-different-rates`). Also
 //! writes a Markdown summary to `$GITHUB_STEP_SUMMARY` when set and JUnit XML with `--junit`.
 //! Reads saved files only; writes nothing into the run directory.
 
 use crate::budgets::{self, Budget, Budgets};
-use crate::compare::{self, format_ratio, format_spread, md_cell};
-use crate::noise::{self, Verdict};
+use crate::compare::{self, Scope, VariantComparison, format_judged_ratio, format_spread, md_cell};
+use crate::noise::{self, NoiseEstimate, Verdict};
 use crate::report::html::esc;
 use crate::results::{Measurement, Percentiles, Summary, VariantSummary};
 use crate::saved::{self, CommandOutcome};
@@ -36,6 +42,10 @@ pub struct GateArgs {
     /// With --baseline: the largest tolerated change for the worse (relative, e.g. 10%)
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = noise::parse_percent)]
     pub max_regression: f64,
+    /// With --baseline: compare even when the two runs' target rates are more than 1 % apart
+    /// (refused otherwise: their latencies measure different loads)
+    #[arg(long)]
+    pub allow_different_rates: bool,
     /// Write the checks as JUnit XML to this file (one test case per check)
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -99,8 +109,9 @@ fn rate_heading(v: &VariantSummary) -> String {
             v.load_model, m.achieved_send_rate_per_sec
         ),
         None => format!(
-            "{} model, {:.1} req/s achieved",
-            v.load_model, m.throughput_rps
+            "{} model, {:.1} req/s goodput",
+            v.load_model,
+            compare::goodput_per_sec(m, Scope::Overall).unwrap_or(m.throughput_rps)
         ),
     };
     let reps = if reps > 1 {
@@ -144,11 +155,13 @@ fn budget_value(
     };
     Ok(match field {
         "error_rate" => (requests > 0).then(|| errors as f64 / requests as f64),
-        "min_throughput_rps" => match request {
-            None => Some(m.throughput_rps),
-            Some(_) => (m.measured_duration_ms > 0)
-                .then(|| requests as f64 * 1000.0 / m.measured_duration_ms as f64),
-        },
+        "min_throughput_rps" => compare::goodput_per_sec(
+            m,
+            match request {
+                None => Scope::Overall,
+                Some(name) => Scope::Request(name),
+            },
+        ),
         "max_rss_mib" => m
             .target_rss_peak_bytes
             .map(|b| b as f64 / (1024.0 * 1024.0)),
@@ -202,7 +215,11 @@ fn budget_checks(
             let (passed, value_text) = match value {
                 Some(v) => (
                     if at_least { v >= limit } else { v <= limit },
-                    show(field, v),
+                    if at_least {
+                        format!("{} goodput", show(field, v))
+                    } else {
+                        show(field, v)
+                    },
                 ),
                 None => (false, "not measured".into()),
             };
@@ -249,35 +266,42 @@ fn validity_check(variant: &VariantSummary) -> Check {
     }
 }
 
-/// Regression checks against a baseline: latency, throughput and RSS, noise-aware. Errors are
-/// left to the budgets' absolute `error_rate`: a ratio against zero errors means nothing.
-fn baseline_checks(
-    base: &VariantSummary,
-    current: &VariantSummary,
-    max_regression: f64,
-) -> Vec<Check> {
-    let comparison = compare::compare_variant(base, current, max_regression);
+/// Regression checks of one variant against its baseline (already judged with the gate's
+/// other baseline figures: see [`baseline_comparisons`]). Errors are left to the budgets'
+/// absolute `error_rate`: a ratio against zero errors means nothing.
+fn baseline_checks(comparison: &VariantComparison, max_regression: f64) -> Vec<Check> {
     comparison
         .figures
         .iter()
-        .filter(|f| f.figure != "error_rate")
         .map(|f| {
-            let regressed = f.judgement.verdict == Verdict::Regressed;
-            let mut note = f.judgement.verdict.label().to_string();
-            if !f.judgement.noise_estimated {
-                note.push_str(" (no noise estimate: run both with --repeat)");
+            let judgement = &f.judgement;
+            let regressed = judgement.verdict == Verdict::Regressed;
+            let mut note = judgement.verdict.label().to_string();
+            match (judgement.noise_estimate, judgement.ci_level) {
+                (NoiseEstimate::None, _) | (_, None) => note.push_str(
+                    " (no noise estimate: no repetitions or interval log; the threshold alone decides)",
+                ),
+                (estimate, Some(level)) => {
+                    let _ = write!(
+                        note,
+                        " ({}, {:.2} % interval, p = {:.3})",
+                        estimate.label(),
+                        level * 100.0,
+                        judgement.p_value.unwrap_or(1.0)
+                    );
+                }
             }
             for n in &comparison.notes {
                 let _ = write!(note, "; {n}");
             }
             Check {
-                subject: current.name.clone(),
+                subject: comparison.name.clone(),
                 check: format!("{} vs baseline", f.label),
                 value: format!(
                     "{} vs {} = {}",
                     format_spread(f.unit, &f.b),
                     format_spread(f.unit, &f.a),
-                    format_ratio(f.judgement.ratio)
+                    format_judged_ratio(judgement)
                 ),
                 limit: match f.better {
                     noise::Better::Lower => format!("≤ {:.2}×", 1.0 + max_regression),
@@ -290,6 +314,47 @@ fn baseline_checks(
         .collect()
 }
 
+/// Every variant present in both runs compared against the baseline, as one family for Holm's
+/// correction: the figures the gate checks (all but errors, overall only). `Err` (bad input):
+/// target rates more than 1 % apart without `allow_different_rates`, or an unreadable log.
+fn baseline_comparisons(
+    (dir, summary): (&Path, &Summary),
+    (base_dir, base): (&Path, &Summary),
+    max_regression: f64,
+    allow_different_rates: bool,
+) -> Result<Vec<VariantComparison>, String> {
+    let common: Vec<(&VariantSummary, &VariantSummary)> = summary
+        .variants
+        .iter()
+        .filter_map(|v| Some((base.variants.iter().find(|b| b.name == v.name)?, v)))
+        .collect();
+    if !allow_different_rates {
+        let refusals: Vec<String> = common
+            .iter()
+            .filter_map(|(b, v)| {
+                let (base_rate, rate) = compare::different_rates(b, v)?;
+                Some(compare::different_rates_refusal(
+                    &v.name,
+                    ("the baseline", base_rate),
+                    ("this run", rate),
+                ))
+            })
+            .collect();
+        if !refusals.is_empty() {
+            return Err(refusals.join("\n"));
+        }
+    }
+    let pairs = common
+        .iter()
+        .map(|(b, v)| compare::VariantPair::load((base_dir, b), (dir, v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--baseline: {e}"))?;
+    let (comparisons, _) = compare::compare_pairs(&pairs, max_regression, |figure, scope| {
+        scope == Scope::Overall && figure.key != "error_rate"
+    });
+    Ok(comparisons)
+}
+
 /// Runs every check. `Err` is bad input (exit 2), with the message naming the file.
 pub fn evaluate(
     dir: &Path,
@@ -297,6 +362,7 @@ pub fn evaluate(
     budgets: &Budgets,
     baseline: Option<(&Path, &Summary)>,
     max_regression: f64,
+    allow_different_rates: bool,
 ) -> Result<GateReport, String> {
     let mut matched = vec![false; budgets.budgets.len()];
     let mut sections = Vec::new();
@@ -306,6 +372,12 @@ pub fn evaluate(
             dir.join("summary.json").display()
         ));
     }
+    let comparisons = match baseline {
+        Some(base) => {
+            baseline_comparisons((dir, summary), base, max_regression, allow_different_rates)?
+        }
+        None => Vec::new(),
+    };
     for variant in &summary.variants {
         let mut checks = Vec::new();
         if variant.figures.partial || summary.partial {
@@ -320,9 +392,9 @@ pub fn evaluate(
         }
         checks.push(validity_check(variant));
         checks.extend(budget_checks(budgets, variant, &mut matched)?);
-        if let Some((base_dir, base)) = baseline {
-            match base.variants.iter().find(|b| b.name == variant.name) {
-                Some(b) => checks.extend(baseline_checks(b, variant, max_regression)),
+        if let Some((base_dir, _)) = baseline {
+            match comparisons.iter().find(|c| c.name == variant.name) {
+                Some(c) => checks.extend(baseline_checks(c, max_regression)),
                 None => checks.push(Check {
                     subject: variant.name.clone(),
                     check: "baseline".into(),
@@ -498,6 +570,7 @@ pub fn command(args: &GateArgs, step_summary: Option<&Path>) -> CommandOutcome {
         &budgets,
         baseline.as_ref().map(|(d, s)| (*d, s)),
         args.max_regression,
+        args.allow_different_rates,
     ) {
         Ok(r) => r,
         Err(e) => return CommandOutcome::bad_input(e),

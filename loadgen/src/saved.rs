@@ -1,6 +1,9 @@
 //! Reading a saved run back: `summary.json`, `run.json`, and per measurement `latency.hlog`
 //! and `resources.csv`. Shared by `apibench report`, `compare` and `gate`, which work from saved
 //! files only — never from a live run — so any run can be re-rendered, compared and gated later.
+//! `compare` and `gate` read the logs only for their noise estimate
+//! ([`load_measured_intervals`]: the full 1 s intervals after the warm-up, without the drain)
+//! and the per-repetition values of a figure ([`repetition_values`]).
 //!
 //! Every error names the file it is about; the verbs turn them into exit code 2 (bad input).
 //! This module only reads; it never writes into a run directory.
@@ -115,11 +118,40 @@ pub struct IntervalPoint {
 }
 
 impl IntervalPoint {
+    /// An untagged interval of `m`'s latency log.
+    pub fn of(interval: &recorder::LoggedInterval, m: &Measurement) -> IntervalPoint {
+        let h = &interval.histogram;
+        let start_s = interval.start.as_secs_f64();
+        let duration_s = interval.duration.as_secs_f64();
+        let schedule_end_s = (m.warmup_ms + m.measured_duration_ms) as f64 / 1000.0;
+        let quantile = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        IntervalPoint {
+            start_s,
+            p50_us: quantile(0.50),
+            p99_us: quantile(0.99),
+            completed: h.len(),
+            duration_s,
+            after_schedule: start_s + duration_s / 2.0 > schedule_end_s,
+        }
+    }
+
     /// A full interval: the trailing partial one (the drain of the last in-flight requests
     /// after the schedule ended) would plot as a throughput cliff and a latency spike of a few
     /// stragglers, so charts leave it out. The summary figures still count its requests.
     pub fn is_full(&self) -> bool {
         self.duration_s >= 0.9 && !self.after_schedule
+    }
+
+    /// A full interval after the warm-up: what the noise estimate of `compare` and `gate`
+    /// resamples.
+    pub fn is_measured(&self, warmup_ms: u64) -> bool {
+        self.start_s >= warmup_ms as f64 / 1000.0 && self.is_full()
     }
 
     /// Completions per second over the interval.
@@ -179,12 +211,7 @@ impl SavedRun {
         let info = load_run_info(dir)?;
         let mut variants = Vec::with_capacity(summary.variants.len());
         for variant in &summary.variants {
-            // With --repeat N each repetition has its own files; without, the variant's own.
-            let measurements: Vec<&Measurement> = if variant.repetitions.is_empty() {
-                vec![&variant.figures]
-            } else {
-                variant.repetitions.iter().collect()
-            };
+            let measurements = measurements_of(variant);
             let mut saved = Vec::with_capacity(measurements.len());
             let mut merged = recorder::new_histogram();
             for (i, m) in measurements.iter().enumerate() {
@@ -205,6 +232,16 @@ impl SavedRun {
             info,
             variants,
         })
+    }
+}
+
+/// A variant's measurements, each with its own files: with `--repeat N` the repetitions,
+/// without, the variant's own figures.
+pub fn measurements_of(variant: &VariantSummary) -> Vec<&Measurement> {
+    if variant.repetitions.is_empty() {
+        vec![&variant.figures]
+    } else {
+        variant.repetitions.iter().collect()
     }
 }
 
@@ -233,8 +270,9 @@ fn load_measurement(
 }
 
 /// Reads a `latency.hlog`: the per-interval points (warm-up included, so the charts show it)
-/// and the post-warm-up intervals merged. A log that holds fewer values than `summary.json`
-/// counted requests was cut short and is reported as corrupt.
+/// and the post-warm-up intervals merged. A log whose intervals after the warm-up hold fewer
+/// values than `summary.json` counted measured successes was cut short and is reported as
+/// corrupt (the warm-up's own values would hide a cut at the end otherwise).
 fn read_latency_log(
     path: &Path,
     m: &Measurement,
@@ -252,42 +290,76 @@ fn read_latency_log(
     let logged = recorder::read_hlog(&bytes).map_err(corrupt)?;
     let mut intervals = Vec::new();
     let mut merged = recorder::new_histogram();
-    let mut total = 0u64;
     let warmup_s = m.warmup_ms as f64 / 1000.0;
-    let schedule_end_s = (m.warmup_ms + m.measured_duration_ms) as f64 / 1000.0;
+    // Successes that completed after the warm-up began to end: every measured success is among
+    // them (untagged entries are successes; in older logs, every completion).
+    let mut after_warmup = 0u64;
     for interval in logged.iter().filter(|i| i.tag.is_none()) {
         let h = &interval.histogram;
-        let start_s = interval.start.as_secs_f64();
-        total += h.len();
-        if start_s >= warmup_s {
+        let point = IntervalPoint::of(interval, m);
+        if point.start_s + point.duration_s > warmup_s {
+            after_warmup += h.len();
+        }
+        if point.start_s >= warmup_s {
             merged
                 .add(h)
-                .map_err(|e| corrupt(format!("interval at {start_s} s: {e:?}")))?;
+                .map_err(|e| corrupt(format!("interval at {} s: {e:?}", point.start_s)))?;
         }
-        intervals.push(IntervalPoint {
-            start_s,
-            p50_us: if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(0.50)
-            },
-            p99_us: if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(0.99)
-            },
-            completed: h.len(),
-            duration_s: interval.duration.as_secs_f64(),
-            after_schedule: start_s + interval.duration.as_secs_f64() / 2.0 > schedule_end_s,
-        });
+        intervals.push(point);
     }
-    if total < m.requests {
+    let successes = m.requests.saturating_sub(m.errors);
+    if after_warmup < successes {
         return Err(corrupt(format!(
-            "truncated: it holds {total} latencies but summary.json counts {} measured requests",
-            m.requests
+            "truncated: it holds {after_warmup} latencies after the warm-up but summary.json \
+             counts {successes} measured successful requests"
         )));
     }
     Ok((intervals, merged))
+}
+
+/// A full 1 s interval inside a measurement's measured window: its success latencies.
+#[derive(Debug, Clone)]
+pub struct MeasuredInterval {
+    pub duration_s: f64,
+    pub histogram: Histogram<u64>,
+}
+
+/// Per measurement of a variant (see [`measurements_of`]), the full measured intervals of its
+/// `latency.hlog` ([`IntervalPoint::is_measured`]), in time order: what [`crate::noise`]'s block
+/// bootstrap resamples. Untagged entries only (tagged ones — `ttfb`, errors, send lag — are
+/// other figures). `Ok(None)` when a measurement has no log (runs written before there was one):
+/// the comparison then has no noise estimate. A log that is present but unreadable is an error.
+pub fn load_measured_intervals(
+    dir: &Path,
+    variant: &VariantSummary,
+) -> Result<Option<Vec<Vec<MeasuredInterval>>>, SavedRunError> {
+    let mut segments = Vec::new();
+    for m in measurements_of(variant) {
+        if m.files.latency_hlog.is_empty() {
+            return Ok(None);
+        }
+        let path = dir.join(&m.files.latency_hlog);
+        let bytes = match read_bytes(&path) {
+            Ok(bytes) => bytes,
+            Err(SavedRunError::Missing(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let logged = recorder::read_hlog(&bytes).map_err(|reason| SavedRunError::Corrupt {
+            path: path.clone(),
+            reason,
+        })?;
+        segments.push(
+            logged
+                .into_iter()
+                .filter(|i| i.tag.is_none() && IntervalPoint::of(i, m).is_measured(m.warmup_ms))
+                .map(|i| MeasuredInterval {
+                    duration_s: i.duration.as_secs_f64(),
+                    histogram: i.histogram,
+                })
+                .collect(),
+        );
+    }
+    Ok(Some(segments))
 }
 
 /// Parses `resources.csv` by its header's column names (units in the names). Empty cells are
@@ -395,6 +467,20 @@ impl Spread {
     }
 }
 
+/// A figure's value in each repetition (empty without repetitions): what the repetitions
+/// bootstrap of [`crate::noise`] resamples.
+pub fn repetition_values(
+    variant: &VariantSummary,
+    figure: impl Fn(&Measurement) -> Option<f64>,
+) -> Vec<f64> {
+    variant
+        .repetitions
+        .iter()
+        .filter_map(figure)
+        .filter(|v| !v.is_nan())
+        .collect()
+}
+
 /// A figure of a variant over its repetitions: each repetition's value when there are several,
 /// else the variant's own figure. The median of `Spread` then matches the summary's figure.
 pub fn spread_of(
@@ -414,11 +500,37 @@ pub fn spread_of(
 mod tests {
     use super::*;
 
+    /// A `resources.csv` row under the sampler's current header: the named cells, the others
+    /// empty (so these tests follow the header when the sampler adds columns).
+    fn csv_row(cells: &[(&str, &str)]) -> String {
+        crate::sampler::CSV_HEADER
+            .split(',')
+            .map(|column| {
+                cells
+                    .iter()
+                    .find(|(name, _)| *name == column)
+                    .map_or("", |(_, value)| value)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     #[test]
     fn resources_csv_reads_by_header_and_keeps_empty_cells_empty() {
         let text = format!(
-            "{}\n250,1048576,12.5,1,,,,2000000,3.0\n500,2097152,20.0,1,4096,1.5,3,2000000,3.0\n",
-            crate::sampler::CSV_HEADER
+            "{}\n{}\n{}\n",
+            crate::sampler::CSV_HEADER,
+            csv_row(&[
+                ("elapsed_ms", "250"),
+                ("target_rss_bytes", "1048576"),
+                ("target_cpu_percent", "12.5"),
+            ]),
+            csv_row(&[
+                ("elapsed_ms", "500"),
+                ("target_rss_bytes", "2097152"),
+                ("postgres_rss_bytes", "4096"),
+                ("postgres_cpu_percent", "1.5"),
+            ]),
         );
         let rows = parse_resources_csv(&text).expect("parses");
         assert_eq!(rows.len(), 2);
@@ -429,9 +541,110 @@ mod tests {
 
     #[test]
     fn resources_csv_errors_name_the_line() {
-        let text = format!("{}\n250,x,1,1,,,,1,1\n", crate::sampler::CSV_HEADER);
+        let text = format!(
+            "{}\n{}\n",
+            crate::sampler::CSV_HEADER,
+            csv_row(&[("elapsed_ms", "250"), ("target_rss_bytes", "x")])
+        );
         let err = parse_resources_csv(&text).expect_err("bad cell");
         assert!(err.starts_with("line 2:"), "{err}");
+    }
+
+    /// A latency log like the runner writes: 1 s intervals from 0 s (warm-up until 2 s), each
+    /// with a `ttfb` twin, and the drain after the schedule's end (8 s) as a short last one.
+    fn write_log(path: &Path, intervals: &[(f64, f64, u64)]) {
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+        use std::time::{Duration, SystemTime};
+        let mut bytes = Vec::new();
+        let mut serializer = V2DeflateSerializer::new();
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .with_start_time(SystemTime::UNIX_EPOCH)
+            .with_max_value_divisor(1_000.0);
+        let mut writer = builder
+            .begin_log_with(&mut bytes, &mut serializer)
+            .expect("log starts");
+        for &(start_s, duration_s, latency_us) in intervals {
+            let mut latency = recorder::new_histogram();
+            let mut ttfb = recorder::new_histogram();
+            for i in 0..10 {
+                recorder::record_clamped(&mut latency, latency_us + i);
+                recorder::record_clamped(&mut ttfb, 1);
+            }
+            let (start, length) = (
+                Duration::from_secs_f64(start_s),
+                Duration::from_secs_f64(duration_s),
+            );
+            writer
+                .write_histogram(&latency, start, length, None)
+                .expect("interval");
+            writer
+                .write_histogram(&ttfb, start, length, Tag::new("ttfb"))
+                .expect("tagged interval");
+        }
+        drop(writer);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write log");
+    }
+
+    fn variant_with_log(log: &str) -> VariantSummary {
+        let measurement = Measurement {
+            warmup_ms: 2_000,
+            measured_duration_ms: 6_000,
+            files: crate::results::MeasurementFiles {
+                latency_hlog: log.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        VariantSummary {
+            name: "pool-10".into(),
+            target_kind: "api".into(),
+            knobs: Default::default(),
+            load_model: crate::scenario::LoadModel::Open,
+            latency_origin: "scheduled".into(),
+            figures: measurement.clone(),
+            repetitions: vec![measurement],
+        }
+    }
+
+    #[test]
+    fn measured_intervals_leave_out_warm_up_drain_and_tagged_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut intervals: Vec<(f64, f64, u64)> =
+            (0..8).map(|s| (s as f64, 1.0, 1_000 * (s + 1))).collect();
+        intervals.push((8.0, 0.3, 90_000));
+        write_log(&dir.path().join("pool-10/latency.hlog"), &intervals);
+        let variant = variant_with_log("pool-10/latency.hlog");
+        let segments = load_measured_intervals(dir.path(), &variant)
+            .expect("reads")
+            .expect("has a log");
+        assert_eq!(segments.len(), 1);
+        let mins: Vec<u64> = segments[0].iter().map(|i| i.histogram.min()).collect();
+        assert_eq!(
+            mins,
+            [3_000, 4_000, 5_000, 6_000, 7_000, 8_000],
+            "2 s .. 7 s only"
+        );
+        assert!(
+            segments[0]
+                .iter()
+                .all(|i| i.histogram.len() == 10 && i.duration_s == 1.0)
+        );
+
+        // A run written before there was a log has no noise estimate, not an error...
+        let old = variant_with_log("pool-10/missing.hlog");
+        assert!(
+            load_measured_intervals(dir.path(), &old)
+                .expect("ok")
+                .is_none()
+        );
+        // ...but a log that is there and unreadable names itself.
+        std::fs::write(dir.path().join("bad.hlog"), "0.000,1.000,1.0,@@@@\n").expect("write");
+        let err = load_measured_intervals(dir.path(), &variant_with_log("bad.hlog"))
+            .expect_err("corrupt");
+        assert!(err.to_string().contains("bad.hlog"), "{err}");
     }
 
     #[test]

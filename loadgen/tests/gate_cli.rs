@@ -1,12 +1,40 @@
 //! `apibench gate` through the real binary: its three exit codes (0 pass, 1 fail, 2 bad input),
-//! the per-check lines, invalid runs, baselines, JUnit XML and the GitHub step summary.
+//! the per-check lines, invalid runs, baselines (bootstrap intervals, goodput, target rates),
+//! JUnit XML and the GitHub step summary.
 
 mod report_support;
 
 use report_support::{apibench, code, copy_fixture, fixtures_dir, stderr, stdout, write};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 fn run(name: &str) -> String {
     fixtures_dir().join(name).display().to_string()
+}
+
+/// A copy of fixture run `name` in `into/label` with `edit` applied to every measurement of
+/// its `summary.json` (each variant's figures and each repetition).
+fn edited_copy(name: &str, into: &Path, label: &str, edit: impl Fn(&mut Value)) -> PathBuf {
+    let dir = copy_fixture(name, &into.join(label));
+    let path = dir.join("summary.json");
+    let mut summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("summary")).expect("json");
+    for variant in summary["variants"].as_array_mut().expect("variants") {
+        edit(variant);
+        for repetition in variant["repetitions"].as_array_mut().expect("repetitions") {
+            edit(repetition);
+        }
+    }
+    std::fs::write(&path, summary.to_string()).expect("write summary");
+    dir
+}
+
+/// The output line of `variant`'s `check`.
+fn line_of(text: &str, variant: &str, check: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(&format!(" {variant} ")) && l.contains(check))
+        .unwrap_or_else(|| panic!("no {variant} {check} line in\n{text}"))
+        .to_string()
 }
 
 /// Limits every fixture run meets.
@@ -66,6 +94,36 @@ fn a_run_within_budget_passes_with_one_line_per_check() {
         text.contains("open model at 50.0 req/s"),
         "latency with its rate: {text}"
     );
+    assert!(
+        line_of(&text, "pool-10", "min_throughput_rps").contains("50.0 req/s goodput"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_throughput_budget_limits_goodput() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let budgets = write(tmp.path(), "budgets.toml", GENEROUS);
+    // 50 req/s completed, but only 30 of them successfully inside the window.
+    let failing = edited_copy("run-a", tmp.path(), "b", |m| {
+        m["goodput_rps"] = 30.0.into();
+    });
+    let out = apibench(
+        &[
+            "gate",
+            &failing.display().to_string(),
+            "--budgets",
+            &budgets,
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 1, "stdout: {}", stdout(&out));
+    let line = line_of(&stdout(&out), "pool-10", "min_throughput_rps");
+    assert!(line.trim_start().starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("30.0 req/s goodput") && line.contains("≥ 40.0 req/s"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -113,7 +171,7 @@ fn an_invalid_run_fails_with_its_reason() {
         "{line}"
     );
     assert!(
-        line.contains("generator late"),
+        line.contains("generator-bound"),
         "the reason is given: {line}"
     );
 }
@@ -234,18 +292,19 @@ fn a_baseline_fails_regressions_beyond_noise_only() {
     );
     assert_eq!(code(&out), 1, "stdout: {}", stdout(&out));
     let text = stdout(&out);
-    let line = |variant: &str, check: &str| {
-        text.lines()
-            .find(|l| l.contains(&format!(" {variant} ")) && l.contains(check))
-            .unwrap_or_else(|| panic!("no {variant} {check} line in\n{text}"))
-            .to_string()
-    };
+    let line = |variant: &str, check: &str| line_of(&text, variant, check);
     assert!(
         line("pool-50", "p99 vs baseline")
             .trim_start()
             .starts_with("FAIL")
     );
-    assert!(line("pool-50", "p99 vs baseline").contains("regressed"));
+    let regressed = line("pool-50", "p99 vs baseline");
+    assert!(regressed.contains("regressed"), "{regressed}");
+    assert!(
+        regressed.contains("× [") && regressed.contains("bootstrap over repetitions"),
+        "the ratio with its interval and where the noise came from: {regressed}"
+    );
+    assert!(line("pool-10", "goodput vs baseline").contains("within noise"));
     assert!(
         line("pool-10", "p99 vs baseline")
             .trim_start()
@@ -266,6 +325,80 @@ fn a_baseline_fails_regressions_beyond_noise_only() {
         ],
         &[],
     );
+    assert_eq!(code(&out), 0, "stdout: {}", stdout(&out));
+}
+
+#[test]
+fn one_run_against_another_uses_the_interval_bootstrap() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let budgets = write(
+        tmp.path(),
+        "budgets.toml",
+        "[[budget]]\nvariant = \"*\"\nerror_rate = 1\n",
+    );
+    let out = apibench(
+        &[
+            "gate",
+            &run("run-single"),
+            "--budgets",
+            &budgets,
+            "--baseline",
+            &run("run-single"),
+        ],
+        &[],
+    );
+    let text = stdout(&out);
+    let p99 = line_of(&text, "pool-10", "p99 vs baseline");
+    assert!(p99.trim_start().starts_with("PASS"), "{p99}");
+    assert!(
+        p99.contains("within noise (block bootstrap over 1 s intervals"),
+        "{p99}"
+    );
+    assert!(p99.contains("1.00× ["), "{p99}");
+}
+
+#[test]
+fn a_baseline_at_a_different_target_rate_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let budgets = write(tmp.path(), "budgets.toml", GENEROUS);
+    let faster = edited_copy("run-a", tmp.path(), "faster", |m| {
+        m["target_rate_per_sec"] = 80.0.into();
+    });
+    let faster = faster.display().to_string();
+    let args = [
+        "gate",
+        &faster,
+        "--budgets",
+        &budgets,
+        "--baseline",
+        &run("run-a"),
+    ];
+    let out = apibench(&args, &[]);
+    assert_eq!(code(&out), 2, "stdout: {}", stdout(&out));
+    let err = stderr(&out);
+    for needle in [
+        "variant pool-10",
+        "the baseline ran at 50.0 req/s",
+        "this run at 80.0 req/s",
+        "--allow-different-rates",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    assert!(stdout(&out).is_empty(), "no verdict on refusal");
+
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-different-rates");
+    let out = apibench(&allowed, &[]);
+    assert_eq!(code(&out), 0, "stdout: {}", stdout(&out));
+    assert!(
+        line_of(&stdout(&out), "pool-10", "p99 vs baseline")
+            .contains("target rates differ (A 50.0 req/s, B 80.0 req/s)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Without a baseline there is nothing to compare and no refusal.
+    let out = apibench(&["gate", &faster, "--budgets", &budgets], &[]);
     assert_eq!(code(&out), 0, "stdout: {}", stdout(&out));
 }
 
@@ -347,7 +480,7 @@ fn junit_xml_is_well_formed_with_one_case_per_check() {
     assert_eq!(xml.matches("<failure ").count(), failures);
     assert!(xml.contains(&format!("tests=\"{checks}\" failures=\"{failures}\"")));
     assert!(
-        xml.contains("generator late"),
+        xml.contains("generator-bound"),
         "the invalid reason is in the XML"
     );
 }

@@ -359,6 +359,7 @@ fn measure_run(
             max_users: Some(MAX_USERS),
             max_error_rate: Some(0.5),
             accept_encoding: Some(loadgen::scenario::DEFAULT_ACCEPT_ENCODING.into()),
+            timer: Some(loadgen::engine::Timer::Precise),
         },
         requests: vec![
             RequestInfo {
