@@ -36,10 +36,10 @@ use crate::pacer::PreciseTimer;
 use crate::recorder::{Sample, UserRecorder, new_histogram, record_clamped};
 use crate::scenario::{LoadModel, RequestSpec};
 use crate::schedule::{self, Schedule, SchedulePlan};
-use hdrhistogram::Histogram;
 use crate::template::{RenderContext, SharedTemplateState};
 use goose::config::GooseConfiguration;
 use goose::prelude::{GooseAttack, GooseUser, Scenario, Transaction, TransactionResult};
+use hdrhistogram::Histogram;
 use rand::Rng;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,7 +78,15 @@ pub struct LoadPlan {
 
 /// How sends wait for their due time.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {

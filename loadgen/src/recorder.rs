@@ -563,7 +563,10 @@ mod tests {
         let recording = collector.finish();
         assert_eq!(recording.latency.len(), 90);
         assert_eq!(recording.error_latency.len(), 10);
-        assert!(recording.latency.value_at_quantile(0.01) >= 9_990, "503s left out");
+        assert!(
+            recording.latency.value_at_quantile(0.01) >= 9_990,
+            "503s left out"
+        );
         assert!(recording.error_latency.max() <= 51);
         assert_eq!(recording.by_request[0].error_latency.len(), 10);
         assert_eq!(recording.successes_in_window, 90);

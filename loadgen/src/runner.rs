@@ -782,7 +782,9 @@ impl Phase<'_> {
         }
         progress.finish(&format!(
             "{:.1} req/s goodput, p99 {}, send-lag p99 {} — {}",
-            measurement.goodput_rps.unwrap_or(measurement.throughput_rps),
+            measurement
+                .goodput_rps
+                .unwrap_or(measurement.throughput_rps),
             output::format_us(measurement.latency_us.p99),
             output::format_us(measurement.send_lag_us.p99),
             measurement.verdict.to_uppercase()
@@ -861,6 +863,7 @@ pub fn build_measurement(
         requests: recording.requests,
         errors: recording.errors,
         max_error_rate: facts.max_error_rate,
+        send_lag_p50_us: send_lag_us.p50,
         send_lag_p99_us: send_lag_us.p99,
         probe_lag_p99_us: (probe_lag_us.count > 0).then_some(probe_lag_us.p99),
         generator_cpu_percent: resources.generator_cpu_mean_percent,

@@ -324,7 +324,11 @@ mod tests {
         assert!(!is_generator_late(t0 + ms(100), t0, t0 + us(100_200)));
         // The user was busy until 400 ms (slow server) and sent 300 µs later: not the
         // generator's fault, but the slot was backlogged.
-        assert!(!is_generator_late(t0 + ms(100), t0 + ms(400), t0 + us(400_300)));
+        assert!(!is_generator_late(
+            t0 + ms(100),
+            t0 + ms(400),
+            t0 + us(400_300)
+        ));
         assert!(is_backlogged(t0 + ms(100), t0 + ms(400)));
         assert!(!is_backlogged(t0 + ms(100), t0 + ms(50)));
     }

@@ -3,7 +3,11 @@
 //! Every check runs on every measurement, whatever the server did. The generator's health is
 //! judged on evidence the server cannot influence:
 //! - **send lag** — actual send − the moment the send could have gone (`max(due, user free)`):
-//!   p99 above [`MAX_SEND_LAG_P99_US`] means the generator could not keep its own schedule;
+//!   p50 above [`MAX_SEND_LAG_P50_US`] means the generator could not keep its own schedule at all
+//!   (sends are due on a 250 µs grid, so ~125 µs is the design), p99 above
+//!   [`MAX_SEND_LAG_P99_US`] that it stalled often enough to reshape the load the server saw.
+//!   The lag is never part of latency either way; on a shared 2-core machine running the API and
+//!   Postgres, a healthy generator's p99 was measured at 0.5–1.2 ms at 200 req/s;
 //! - **the runtime probe** — a task on the users' runtime sleeping 1 ms at a time: p99 lateness
 //!   above [`MAX_PROBE_LAG_P99_US`] means the runtime that stamps completions was starved;
 //! - **CPU** — the generator's mean CPU over the window at or above [`MAX_GENERATOR_CPU_SHARE`]
@@ -23,8 +27,10 @@ use std::fmt::Write as _;
 
 /// Below this share of target rate (with users free), the generator fell behind.
 pub const MIN_ACHIEVED_SHARE: f64 = 0.95;
-/// Above this p99 send lag, µs, the generator could not keep its schedule.
-pub const MAX_SEND_LAG_P99_US: u64 = 1_000;
+/// Above this median send lag, µs, the generator could not keep its schedule.
+pub const MAX_SEND_LAG_P50_US: u64 = 500;
+/// Above this p99 send lag, µs, the generator stalled too often.
+pub const MAX_SEND_LAG_P99_US: u64 = 2_000;
 /// Above this p99 probe lateness, µs, the users' runtime was starved.
 pub const MAX_PROBE_LAG_P99_US: u64 = 2_000;
 /// At or above this share of its allowed CPUs, the generator was CPU-bound.
@@ -65,6 +71,7 @@ pub struct Evidence {
     pub requests: u64,
     pub errors: u64,
     pub max_error_rate: f64,
+    pub send_lag_p50_us: u64,
     pub send_lag_p99_us: u64,
     pub probe_lag_p99_us: Option<u64>,
     /// Mean CPU of the generator process over the window, % of one core.
@@ -87,6 +94,7 @@ impl Default for Evidence {
             requests: 0,
             errors: 0,
             max_error_rate: DEFAULT_MAX_ERROR_RATE,
+            send_lag_p50_us: 0,
             send_lag_p99_us: 0,
             probe_lag_p99_us: None,
             generator_cpu_percent: None,
@@ -159,6 +167,13 @@ pub fn judge(e: &Evidence) -> Verdict {
     let users_exhausted = share(e.backlogged_at_cap_sends, e.sends) > SATURATED_SHARE;
 
     let mut generator = Vec::new();
+    if e.send_lag_p50_us > MAX_SEND_LAG_P50_US {
+        generator.push(format!(
+            "send-lag p50 {} > {}",
+            ms(e.send_lag_p50_us),
+            ms(MAX_SEND_LAG_P50_US)
+        ));
+    }
     if e.send_lag_p99_us > MAX_SEND_LAG_P99_US {
         generator.push(format!(
             "send-lag p99 {} > {}",
@@ -294,11 +309,26 @@ mod tests {
         assert!(v.generator_bound);
         assert!(v.reason.contains("sent 400.0/s of 500.0/s"), "{}", v.reason);
         let v = judge(&Evidence {
-            send_lag_p99_us: 1_400,
+            send_lag_p99_us: 2_400,
             ..healthy()
         });
         assert!(!v.valid());
-        assert!(v.reason.contains("send-lag p99 1.40 ms"), "{}", v.reason);
+        assert!(v.reason.contains("send-lag p99 2.40 ms"), "{}", v.reason);
+        // tokio's timer: every send ~1.1 ms late, systematically.
+        let v = judge(&Evidence {
+            send_lag_p50_us: 1_070,
+            send_lag_p99_us: 1_900,
+            ..healthy()
+        });
+        assert!(!v.valid());
+        assert!(v.reason.contains("send-lag p50 1.07 ms"), "{}", v.reason);
+        // A shared machine's occasional 1.2 ms at p99 is not the generator's limit.
+        let v = judge(&Evidence {
+            send_lag_p50_us: 290,
+            send_lag_p99_us: 1_180,
+            ..healthy()
+        });
+        assert!(v.valid(), "{v:?}");
     }
 
     #[test]
@@ -336,7 +366,11 @@ mod tests {
         });
         assert_eq!(v.state, State::Invalid, "{v:?}");
         assert!(v.users_exhausted && !v.generator_bound, "{v:?}");
-        assert!(v.reason.contains("users exhausted: 64 of 64 busy"), "{}", v.reason);
+        assert!(
+            v.reason.contains("users exhausted: 64 of 64 busy"),
+            "{}",
+            v.reason
+        );
         assert!(v.reason.contains("needs ≈ 300"), "{}", v.reason);
     }
 

@@ -80,7 +80,10 @@ weight = 3
     assert_eq!(variant.figures.send_lag_us.count, 200);
     assert!(!variant.figures.verdict.is_empty());
     assert!(variant.figures.verdict_reason.is_some());
-    assert!(variant.figures.probe_lag_us.count > 0, "the runtime probe ran");
+    assert!(
+        variant.figures.probe_lag_us.count > 0,
+        "the runtime probe ran"
+    );
     let goodput = variant.figures.goodput_rps.expect("goodput");
     assert!(
         (90.0..=101.0).contains(&goodput),
@@ -241,8 +244,16 @@ path = "/"
     )
     .await;
     let m = &errors.variants[0].figures;
-    assert!(m.latency_us.p50 >= 20_000, "successes' p50 {}", m.latency_us.p50);
-    assert!(m.error_latency_us.p50 < 20_000, "errors' p50 {}", m.error_latency_us.p50);
+    assert!(
+        m.latency_us.p50 >= 20_000,
+        "successes' p50 {}",
+        m.latency_us.p50
+    );
+    assert!(
+        m.error_latency_us.p50 < 20_000,
+        "errors' p50 {}",
+        m.error_latency_us.p50
+    );
     assert_eq!(m.error_latency_us.count, m.errors);
     assert_eq!(m.verdict, "invalid");
     assert!(
