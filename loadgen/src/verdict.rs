@@ -7,7 +7,8 @@
 //!   (sends are due on a 250 µs grid, so ~125 µs is the design), p99 above
 //!   [`MAX_SEND_LAG_P99_US`] that it stalled often enough to reshape the load the server saw.
 //!   The lag is never part of latency either way; on a shared 2-core machine running the API and
-//!   Postgres, a healthy generator's p99 was measured at 0.5–1.2 ms at 200 req/s;
+//!   Postgres, 40 smoke measurements at 200 req/s (runtime probe p99 < 0.9 ms, generator CPU
+//!   ~13 %) had send-lag p99 between 0.15 and 3.3 ms, so the p99 limit is set at 5 ms;
 //! - **the runtime probe** — a task on the users' runtime sleeping 1 ms at a time: p99 lateness
 //!   above [`MAX_PROBE_LAG_P99_US`] means the runtime that stamps completions was starved;
 //! - **CPU** — the generator's mean CPU over the window at or above [`MAX_GENERATOR_CPU_SHARE`]
@@ -30,7 +31,7 @@ pub const MIN_ACHIEVED_SHARE: f64 = 0.95;
 /// Above this median send lag, µs, the generator could not keep its schedule.
 pub const MAX_SEND_LAG_P50_US: u64 = 500;
 /// Above this p99 send lag, µs, the generator stalled too often.
-pub const MAX_SEND_LAG_P99_US: u64 = 2_000;
+pub const MAX_SEND_LAG_P99_US: u64 = 5_000;
 /// Above this p99 probe lateness, µs, the users' runtime was starved.
 pub const MAX_PROBE_LAG_P99_US: u64 = 2_000;
 /// At or above this share of its allowed CPUs, the generator was CPU-bound.
@@ -309,11 +310,11 @@ mod tests {
         assert!(v.generator_bound);
         assert!(v.reason.contains("sent 400.0/s of 500.0/s"), "{}", v.reason);
         let v = judge(&Evidence {
-            send_lag_p99_us: 2_400,
+            send_lag_p99_us: 6_400,
             ..healthy()
         });
         assert!(!v.valid());
-        assert!(v.reason.contains("send-lag p99 2.40 ms"), "{}", v.reason);
+        assert!(v.reason.contains("send-lag p99 6.40 ms"), "{}", v.reason);
         // tokio's timer: every send ~1.1 ms late, systematically.
         let v = judge(&Evidence {
             send_lag_p50_us: 1_070,
@@ -322,10 +323,10 @@ mod tests {
         });
         assert!(!v.valid());
         assert!(v.reason.contains("send-lag p50 1.07 ms"), "{}", v.reason);
-        // A shared machine's occasional 1.2 ms at p99 is not the generator's limit.
+        // A shared machine's occasional 3.3 ms at p99 is not the generator's limit.
         let v = judge(&Evidence {
             send_lag_p50_us: 290,
-            send_lag_p99_us: 1_180,
+            send_lag_p99_us: 3_300,
             ..healthy()
         });
         assert!(v.valid(), "{v:?}");

@@ -10,9 +10,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use report_support::{apibench, code, copy_fixture, fixtures_dir, stderr, stdout};
+use report_support::{apibench, code, copy_fixture, edited_copy, fixtures_dir, stderr, stdout};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 fn run(name: &str) -> String {
@@ -29,23 +29,6 @@ fn compare_paths_json(a: &str, b: &str, flags: &[&str]) -> Value {
     let out = apibench(&args, &[]);
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     serde_json::from_str(&stdout(&out)).expect("compare --format json prints JSON")
-}
-
-/// A copy of fixture run `name` in `into/label` with `edit` applied to every measurement of
-/// its `summary.json` (each variant's figures and each repetition).
-fn edited_copy(name: &str, into: &Path, label: &str, edit: impl Fn(&mut Value)) -> PathBuf {
-    let dir = copy_fixture(name, &into.join(label));
-    let path = dir.join("summary.json");
-    let mut summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("summary")).expect("json");
-    for variant in summary["variants"].as_array_mut().expect("variants") {
-        edit(variant);
-        for repetition in variant["repetitions"].as_array_mut().expect("repetitions") {
-            edit(repetition);
-        }
-    }
-    std::fs::write(&path, summary.to_string()).expect("write summary");
-    dir
 }
 
 const SYNTHETIC_WARMUP_S: u64 = 2;

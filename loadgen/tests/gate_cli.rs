@@ -4,29 +4,12 @@
 
 mod report_support;
 
-use report_support::{apibench, code, copy_fixture, fixtures_dir, stderr, stdout, write};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use report_support::{
+    apibench, code, copy_fixture, edited_copy, fixtures_dir, stderr, stdout, write,
+};
 
 fn run(name: &str) -> String {
     fixtures_dir().join(name).display().to_string()
-}
-
-/// A copy of fixture run `name` in `into/label` with `edit` applied to every measurement of
-/// its `summary.json` (each variant's figures and each repetition).
-fn edited_copy(name: &str, into: &Path, label: &str, edit: impl Fn(&mut Value)) -> PathBuf {
-    let dir = copy_fixture(name, &into.join(label));
-    let path = dir.join("summary.json");
-    let mut summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("summary")).expect("json");
-    for variant in summary["variants"].as_array_mut().expect("variants") {
-        edit(variant);
-        for repetition in variant["repetitions"].as_array_mut().expect("repetitions") {
-            edit(repetition);
-        }
-    }
-    std::fs::write(&path, summary.to_string()).expect("write summary");
-    dir
 }
 
 /// The output line of `variant`'s `check`.

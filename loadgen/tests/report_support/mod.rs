@@ -62,3 +62,25 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).expect("write test file");
     path.display().to_string()
 }
+
+/// A copy of fixture run `name` in `into/label` with `edit` applied to every measurement of
+/// its `summary.json` (each variant's figures and each repetition).
+pub fn edited_copy(
+    name: &str,
+    into: &Path,
+    label: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> PathBuf {
+    let dir = copy_fixture(name, &into.join(label));
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("summary")).expect("json");
+    for variant in summary["variants"].as_array_mut().expect("variants") {
+        edit(variant);
+        for repetition in variant["repetitions"].as_array_mut().expect("repetitions") {
+            edit(repetition);
+        }
+    }
+    std::fs::write(&path, summary.to_string()).expect("write summary");
+    dir
+}
