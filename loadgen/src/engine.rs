@@ -414,9 +414,8 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
             }
         }
         let sent_at = Instant::now();
-        let could_go_at = due.max(user_free_at);
-        let send_lag = sent_at.saturating_duration_since(could_go_at);
-        let generator_late = schedule::is_generator_late(due, user_free_at, sent_at);
+        let send_lag = schedule::send_lag(due, user_free_at, sent_at);
+        let generator_late = send_lag > schedule::LATE_THRESHOLD;
         let backlogged =
             shared.plan.model == LoadModel::Open && schedule::is_backlogged(due, user_free_at);
         let backlogged_at_cap = backlogged && shared.active.borrow().active >= shared.max_users;

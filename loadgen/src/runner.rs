@@ -590,13 +590,7 @@ impl Phase<'_> {
             .drive(running, &plan, salt, collector, sink, cancel)
             .await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                progress.finish("failed");
-                return Err(e.into());
-            }
-        };
+        let (outcome, progress) = finished_or_failed(outcome, progress)?;
         if outcome.cancelled {
             progress.finish("interrupted");
             return Ok(None);
@@ -726,13 +720,7 @@ impl Phase<'_> {
         let (recording, outcome) = self.drive(running, &plan, 0, collector, sink, cancel).await;
         let gc_after = self.gc_totals(running).await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                progress.finish("failed");
-                return Err(e.into());
-            }
-        };
+        let (outcome, progress) = finished_or_failed(outcome, progress)?;
 
         let started_wall = SystemTime::now()
             .checked_sub(outcome.started_at.elapsed())
@@ -790,6 +778,20 @@ impl Phase<'_> {
             measurement.verdict.to_uppercase()
         ));
         Ok(measurement)
+    }
+}
+
+/// The engine's outcome, or its error with the progress line marked "failed".
+fn finished_or_failed(
+    outcome: Result<engine::EngineOutcome, EngineError>,
+    progress: output::Progress,
+) -> Result<(engine::EngineOutcome, output::Progress), RunError> {
+    match outcome {
+        Ok(o) => Ok((o, progress)),
+        Err(e) => {
+            progress.finish("failed");
+            Err(e.into())
+        }
     }
 }
 

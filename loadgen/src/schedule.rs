@@ -177,8 +177,12 @@ pub fn wait_for(due: Duration, now: Duration) -> Wait {
 /// Pure: the generator's lateness rule. `free_at` is when the user finished its previous request:
 /// waiting for a busy user is the server's doing (a backlog), not the generator's.
 pub fn is_generator_late(due: Instant, user_free_at: Instant, sent_at: Instant) -> bool {
-    let intended = due.max(user_free_at);
-    sent_at.saturating_duration_since(intended) > LATE_THRESHOLD
+    send_lag(due, user_free_at, sent_at) > LATE_THRESHOLD
+}
+
+/// Pure: the generator's own lateness — the actual send minus the moment it could have gone.
+pub fn send_lag(due: Instant, user_free_at: Instant, sent_at: Instant) -> Duration {
+    sent_at.saturating_duration_since(due.max(user_free_at))
 }
 
 /// Pure: the slot was already overdue when its user became free — every user was busy.
