@@ -75,4 +75,15 @@ pub struct RunArgs {
     /// (tokio's 1 ms timer wheel, the old behaviour — for measuring what precision buys)
     #[arg(long, value_enum, env = "APIBENCH_TIMER", default_value_t = crate::engine::Timer::Precise)]
     pub timer: crate::engine::Timer,
+
+    /// Generator worker threads, each an independent event loop with its own share of the
+    /// schedule (slot i on worker i mod N) and its own connections [default: `[load]
+    /// generator_threads`, else the CPUs of --generator-cpus, else the CPUs this process may use]
+    #[arg(long, value_name = "N", env = "APIBENCH_GENERATOR_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub generator_threads: Option<u32>,
+
+    /// Pin the generator's worker threads (and only them: never the target or PostgreSQL) to
+    /// these CPUs, e.g. `1` or `2,3` or `4-7`; run.json records the placement
+    #[arg(long, value_name = "LIST", env = "APIBENCH_GENERATOR_CPUS", value_parser = crate::engine::workers::parse_cpu_list)]
+    pub generator_cpus: Option<crate::engine::workers::CpuList>,
 }

@@ -59,6 +59,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 api_bin: args.api_bin,
                 quiet: args.quiet,
                 timer: args.timer,
+                generator_threads: args.generator_threads,
+                generator_cpus: args.generator_cpus,
                 command_line: std::env::args().collect(),
             };
             match runtime.block_on(loadgen::run(options, cancel_rx)) {

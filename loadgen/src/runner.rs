@@ -83,6 +83,10 @@ pub struct RunOptions {
     pub quiet: bool,
     pub command_line: Vec<String>,
     pub timer: engine::Timer,
+    /// `--generator-threads`: overrides `[load] generator_threads`.
+    pub generator_threads: Option<u32>,
+    /// `--generator-cpus`: the CPUs the generator's workers are pinned to.
+    pub generator_cpus: Option<engine::workers::CpuList>,
 }
 
 /// What a run produced.

@@ -59,6 +59,9 @@ pub struct LoadSpec {
     /// Open model: the load adds users while every user is busy, up to this many
     /// (default [`DEFAULT_MAX_USERS_FACTOR`] × `users`). Closed model: equals `users`.
     pub max_users: usize,
+    /// Generator worker threads; `None`: one per CPU the generator may use (`--generator-threads`
+    /// overrides both).
+    pub generator_threads: Option<usize>,
     /// At or above this share of failed requests the run is invalid (default 0.5).
     pub max_error_rate: f64,
     /// Measured but excluded from the results; run at the first stage's rate.
@@ -75,6 +78,8 @@ pub struct LoadSpec {
 
 /// The open model's default `max_users`: this many times `users`.
 pub const DEFAULT_MAX_USERS_FACTOR: usize = 4;
+/// The most generator worker threads a scenario may ask for.
+pub const MAX_GENERATOR_THREADS: usize = 256;
 /// The most users a scenario may ask for.
 pub const MAX_USERS_LIMIT: usize = 10_000;
 
@@ -245,6 +250,7 @@ struct RawLoad {
     rate_per_sec: Option<Spanned<f64>>,
     users: Option<Spanned<i64>>,
     max_users: Option<Spanned<i64>>,
+    generator_threads: Option<Spanned<i64>>,
     max_error_rate: Option<Spanned<f64>>,
     duration: Option<Spanned<String>>,
     warmup: Option<Spanned<String>>,
@@ -832,6 +838,21 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
                 })?
         }
     };
+    let generator_threads = match &load.generator_threads {
+        None => None,
+        Some(t) => Some(
+            usize::try_from(*t.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_GENERATOR_THREADS).contains(n))
+                .ok_or_else(|| {
+                    cx.err(
+                        &t.span(),
+                        "load.generator_threads",
+                        &format!("must be 1..={MAX_GENERATOR_THREADS} (default: one per CPU the generator may use)"),
+                    )
+                })?,
+        ),
+    };
     let max_error_rate = match &load.max_error_rate {
         None => crate::verdict::DEFAULT_MAX_ERROR_RATE,
         Some(r) => {
@@ -921,6 +942,7 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
                 model,
                 users,
                 max_users,
+                generator_threads,
                 max_error_rate,
                 warmup,
                 stages,
@@ -955,6 +977,7 @@ fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError
                 model,
                 users,
                 max_users: users,
+                generator_threads,
                 max_error_rate,
                 warmup,
                 stages: Vec::new(),

@@ -32,6 +32,8 @@
 //! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
 //! Nothing outside this module knows goose exists.
 
+pub mod workers;
+
 use crate::pacer::PreciseTimer;
 use crate::recorder::{Sample, UserRecorder, new_histogram, record_clamped};
 use crate::scenario::{LoadModel, RequestSpec};
