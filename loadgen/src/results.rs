@@ -380,6 +380,13 @@ pub struct LoadInfo {
     /// How sends waited for their due time (`--timer`); `None` in files written before it.
     #[serde(default)]
     pub timer: Option<crate::engine::Timer>,
+    /// Generator worker threads (`--generator-threads`, `[load] generator_threads`, else one
+    /// per CPU the generator may use); `None` in files written before workers existed.
+    #[serde(default)]
+    pub generator_threads: Option<usize>,
+    /// `--generator-cpus`: the CPUs the workers were pinned to (`None`: not pinned).
+    #[serde(default)]
+    pub generator_cpus: Option<crate::engine::workers::CpuList>,
     /// The `[find_max]` ramp as run, when the scenario has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find_max: Option<FindMaxInfo>,

@@ -161,6 +161,7 @@ fn run_info(
     started_at: &str,
 ) -> RunInfo {
     let load = &scenario.load;
+    let generator = Generator::choose(opts, load);
     RunInfo {
         schema_version: results::SCHEMA_VERSION,
         apibench_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -190,6 +191,8 @@ fn run_info(
             max_error_rate: Some(load.max_error_rate),
             accept_encoding: scenario.http.accept_encoding.clone(),
             timer: Some(opts.timer),
+            generator_threads: Some(generator.threads),
+            generator_cpus: generator.cpus.clone(),
             find_max: scenario.find_max.as_ref().map(|f| FindMaxInfo {
                 budget: f.budget,
                 settle_ms: millis(f.settle),
@@ -294,6 +297,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         rand::random::<u32>() ^ std::process::id().rotate_left(16)
     );
     let mut info = run_info(&scenario, &variants, &opts, &started_at);
+    let generator = Generator::choose(&opts, &scenario.load);
     let run_json = out_dir.join("run.json");
     write_json(&run_json, &info)?;
 
@@ -340,6 +344,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
                 nonce: &nonce,
                 quiet: opts.quiet,
                 timer: opts.timer,
+                generator: &generator,
             };
             match phase.run(cancel.clone()).await {
                 Ok(Some(m)) => measured.entry(variant.name.clone()).or_default().push(m),
@@ -412,6 +417,42 @@ struct Phase<'a> {
     nonce: &'a str,
     quiet: bool,
     timer: engine::Timer,
+    generator: &'a Generator,
+}
+
+/// Where the generator runs: its worker threads, and the CPUs they are pinned to.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    pub threads: usize,
+    pub cpus: Option<engine::workers::CpuList>,
+}
+
+impl Generator {
+    /// `--generator-threads`, else `[load] generator_threads`, else one per generator CPU
+    /// (`--generator-cpus`, else the CPUs this process may use). Capped at the users.
+    pub fn choose(opts: &RunOptions, load: &crate::scenario::LoadSpec) -> Generator {
+        let cpus = opts.generator_cpus.clone().filter(|c| !c.is_empty());
+        let threads = opts
+            .generator_threads
+            .map(|t| t as usize)
+            .or(load.generator_threads)
+            .unwrap_or_else(|| match &cpus {
+                Some(cpus) => cpus.len(),
+                None => sampler::cpus_allowed() as usize,
+            });
+        Generator {
+            threads: engine::effective_threads(threads, load.users),
+            cpus,
+        }
+    }
+
+    /// The CPUs the generator may use, for its CPU share in the verdict.
+    pub fn cpus_allowed(&self) -> u32 {
+        match &self.cpus {
+            Some(cpus) => u32::try_from(cpus.len()).unwrap_or(u32::MAX),
+            None => sampler::cpus_allowed(),
+        }
+    }
 }
 
 impl Phase<'_> {
@@ -517,6 +558,8 @@ impl Phase<'_> {
             max_users: scenario.load.max_users,
             accept_encoding: scenario.http.accept_encoding.clone(),
             timer: self.timer,
+            generator_threads: self.generator.threads,
+            generator_cpus: self.generator.cpus.clone(),
             schedule: plan.clone(),
             think_time: scenario.load.think_time,
             request_timeout: scenario.load.request_timeout,
@@ -608,7 +651,7 @@ impl Phase<'_> {
                 outcome: &outcome,
                 resources: &resources,
                 partial: false,
-                generator_cpus_allowed: sampler::cpus_allowed(),
+                generator_cpus_allowed: self.generator.cpus_allowed(),
             },
             MeasurementFiles::default(),
         );
@@ -763,7 +806,7 @@ impl Phase<'_> {
                 outcome: &outcome,
                 resources: &resources,
                 partial: outcome.cancelled,
-                generator_cpus_allowed: sampler::cpus_allowed(),
+                generator_cpus_allowed: self.generator.cpus_allowed(),
             },
             files,
         );

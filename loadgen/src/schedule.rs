@@ -1,5 +1,5 @@
 //! The open model's shared schedule: request `i` is due at `start + i / rate` (piecewise over
-//! stages). Users take the next slot from one atomic counter, sleep until it is due and send;
+//! stages). Users take the next slot of their worker's lane (slot i belongs to lane i mod N), sleep until it is due and send;
 //! latency counts from the *due* time, so a request that waited behind a stalled server carries
 //! that wait (wrk2's rule against coordinated omission). When the generator falls behind, slots
 //! are already due when taken and go out at once: the schedule catches up rather than silently
@@ -190,13 +190,20 @@ pub fn is_backlogged(due: Instant, user_free_at: Instant) -> bool {
     user_free_at.saturating_duration_since(due) > BACKLOG_THRESHOLD
 }
 
-/// The schedule shared by all users of one load phase.
+/// The schedule shared by all users of one load phase, split into lanes: lane `w` of `N` hands
+/// out slots `w, w + N, w + 2N, …` from its own counter, so each generator worker takes slots
+/// without touching a counter another worker writes (each lane on its own cache line).
 #[derive(Debug)]
 pub struct Schedule {
     plan: SchedulePlan,
-    next_slot: AtomicU64,
+    lanes: Box<[Lane]>,
     start: OnceLock<Instant>,
 }
+
+/// One lane's counter: how many slots it has handed out.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Lane(AtomicU64);
 
 /// A slot a user took.
 #[derive(Debug, Clone, Copy)]
@@ -207,12 +214,22 @@ pub struct Slot {
 }
 
 impl Schedule {
+    /// One lane: every slot from one counter.
     pub fn new(plan: SchedulePlan) -> Schedule {
+        Schedule::with_lanes(plan, 1)
+    }
+
+    /// `lanes` (≥ 1) lanes: lane `w` hands out slots `w, w + lanes, …`.
+    pub fn with_lanes(plan: SchedulePlan, lanes: usize) -> Schedule {
         Schedule {
             plan,
-            next_slot: AtomicU64::new(0),
+            lanes: (0..lanes.max(1)).map(|_| Lane::default()).collect(),
             start: OnceLock::new(),
         }
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     pub fn plan(&self) -> &SchedulePlan {
@@ -229,10 +246,17 @@ impl Schedule {
         self.start.get().copied()
     }
 
-    /// Takes the next slot; `None` once the schedule is exhausted.
+    /// Takes the next slot of lane 0; `None` once the schedule is exhausted.
     pub fn take(&self) -> Option<Slot> {
+        self.take_from(0)
+    }
+
+    /// Takes lane `lane`'s next slot; `None` once its share of the schedule is exhausted.
+    pub fn take_from(&self, lane: usize) -> Option<Slot> {
         let start = self.start();
-        let index = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let lanes = self.lanes.len() as u64;
+        let taken = self.lanes.get(lane)?.0.fetch_add(1, Ordering::Relaxed);
+        let index = taken.checked_mul(lanes)?.checked_add(lane as u64)?;
         let offset = self.plan.offset_of(index)?;
         Some(Slot {
             index,
@@ -241,9 +265,11 @@ impl Schedule {
         })
     }
 
-    /// Stops handing out slots (Ctrl-C).
+    /// Stops handing out slots, in every lane (Ctrl-C, or the drain's end).
     pub fn exhaust(&self) {
-        self.next_slot.store(u64::MAX / 2, Ordering::Relaxed);
+        for lane in &self.lanes {
+            lane.0.store(u64::MAX / 2, Ordering::Relaxed);
+        }
     }
 }
 
@@ -335,6 +361,25 @@ mod tests {
         ));
         assert!(is_backlogged(t0 + ms(100), t0 + ms(400)));
         assert!(!is_backlogged(t0 + ms(100), t0 + ms(50)));
+    }
+
+    #[test]
+    fn lanes_share_the_slots_without_gaps_or_repeats() {
+        let schedule =
+            Schedule::with_lanes(SchedulePlan::new(Duration::ZERO, &[stage(10.0, 1)]), 3);
+        let mut taken: Vec<(usize, u64)> = Vec::new();
+        for lane in [0, 1, 2, 2, 0, 1, 1, 1, 1, 0, 0, 0, 2, 2, 2] {
+            if let Some(slot) = schedule.take_from(lane) {
+                taken.push((lane, slot.index));
+            }
+        }
+        assert!(taken.iter().all(|(lane, index)| index % 3 == *lane as u64));
+        let mut indexes: Vec<u64> = taken.iter().map(|(_, i)| *i).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..10).collect::<Vec<_>>());
+        assert!(schedule.take_from(3).is_none(), "no such lane");
+        schedule.exhaust();
+        assert!((0..3).all(|lane| schedule.take_from(lane).is_none()));
     }
 
     #[test]

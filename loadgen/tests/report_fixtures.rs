@@ -360,6 +360,8 @@ fn measure_run(
             max_error_rate: Some(0.5),
             accept_encoding: Some(loadgen::scenario::DEFAULT_ACCEPT_ENCODING.into()),
             timer: Some(loadgen::engine::Timer::Precise),
+            generator_threads: Some(2),
+            generator_cpus: None,
         },
         requests: vec![
             RequestInfo {

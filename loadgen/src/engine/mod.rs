@@ -32,6 +32,7 @@
 //! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
 //! Nothing outside this module knows goose exists.
 
+pub mod http;
 pub mod workers;
 
 use crate::pacer::PreciseTimer;
@@ -44,11 +45,12 @@ use goose::prelude::{GooseAttack, GooseUser, Scenario, Transaction, TransactionR
 use hdrhistogram::Histogram;
 use rand::Rng;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use workers::{CpuList, Workers};
 
 /// Why the engine could not run.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,12 @@ pub enum EngineError {
     Goose(String),
     #[error("request `{name}`: `{method}` is not an HTTP method")]
     Method { name: String, method: String },
+    #[error("request `{name}`: {why}")]
+    Request { name: String, why: String },
+    #[error("target URL `{url}`: {why}")]
+    Url { url: String, why: String },
+    #[error(transparent)]
+    Workers(#[from] workers::WorkerError),
 }
 
 /// What one load phase does.
@@ -69,6 +77,10 @@ pub struct LoadPlan {
     /// The `Accept-Encoding` header to send; `None`: no such header (identity).
     pub accept_encoding: Option<String>,
     pub timer: Timer,
+    /// Worker threads (≥ 1; never more than `users`, so every worker has a user to start with).
+    pub generator_threads: usize,
+    /// Pin the workers to these CPUs.
+    pub generator_cpus: Option<CpuList>,
     /// Open model: the schedule; closed model: only its warm-up and end offset are used.
     pub schedule: SchedulePlan,
     pub think_time: Duration,
@@ -107,10 +119,14 @@ pub struct EngineOutcome {
     pub cancelled: bool,
     /// Users that ran (open model: grown from `users` up to `max_users`).
     pub users_started: usize,
-    /// The most users busy with a request at once.
+    /// The most users busy with a request at once (the sum of each worker's peak: an upper
+    /// bound when there are several workers).
     pub peak_users_busy: usize,
     pub max_users: usize,
-    /// How late the runtime probe woke from its 1 ms sleeps after the warm-up, µs.
+    /// Worker threads that ran the users.
+    pub generator_threads: usize,
+    /// How late the runtime probes woke from their 1 ms sleeps after the warm-up, µs (every
+    /// worker's probe in one histogram).
     pub probe_lag: Histogram<u64>,
 }
 
@@ -123,23 +139,45 @@ pub fn drain_grace(request_timeout: Duration) -> Duration {
 /// The probe's sleep: short enough to sample the runtime ~1000 times a second.
 const PROBE_PERIOD: Duration = Duration::from_millis(1);
 
+/// The worker count a plan gets: at least one, at most one per user.
+pub fn effective_threads(requested: usize, users: usize) -> usize {
+    requested.clamp(1, users.max(1))
+}
+
+/// Users `0..total` are dealt round-robin to `workers`: how many worker `worker` gets.
+fn dealt(total: usize, worker: usize, workers: usize) -> usize {
+    if total > worker {
+        (total - worker - 1) / workers + 1
+    } else {
+        0
+    }
+}
+
 struct Shared {
     plan: LoadPlan,
-    base_url: String,
-    methods: Vec<reqwest::Method>,
+    endpoint: http::Endpoint,
+    requests: Vec<http::PreparedRequest>,
     cumulative_weights: Vec<u64>,
     schedule: Schedule,
     next_user: AtomicU64,
-    /// Users allowed to run (open model grows it up to `max_users`); `done` releases the rest.
-    active: watch::Sender<Growth>,
-    busy_users: AtomicUsize,
-    peak_busy_users: AtomicUsize,
-    max_users: usize,
-    accept_encoding: Option<reqwest::header::HeaderValue>,
+    /// One per worker thread.
+    lanes: Vec<WorkerLane>,
     sink: std::sync::Mutex<Option<mpsc::Sender<Vec<Sample>>>>,
-    cancel: watch::Receiver<bool>,
     /// Goose users (by `weighted_users_index`) whose life is over.
     finished_users: std::sync::Mutex<std::collections::HashSet<usize>>,
+}
+
+/// What the users of one worker share: written by that worker's thread only.
+struct WorkerLane {
+    /// Users allowed to run on this worker (the open model grows it up to `max_users`); `done`
+    /// releases the rest.
+    growth: watch::Sender<Growth>,
+    /// The most users this worker may have.
+    max_users: usize,
+    busy_users: AtomicUsize,
+    peak_busy_users: AtomicUsize,
+    /// This worker's copy of the cancellation (a worker-local waiter list).
+    cancel: watch::Sender<bool>,
 }
 
 /// Runs one load phase against `base_url` until the plan is done or `cancel` turns true.
@@ -151,15 +189,11 @@ pub async fn run(
     cancel: watch::Receiver<bool>,
     schedule_started: Option<tokio::sync::oneshot::Sender<Instant>>,
 ) -> Result<EngineOutcome, EngineError> {
-    let methods = plan
+    let endpoint = http::Endpoint::resolve(base_url).await?;
+    let requests = plan
         .requests
         .iter()
-        .map(|r| {
-            reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| EngineError::Method {
-                name: r.name.clone(),
-                method: r.method.clone(),
-            })
-        })
+        .map(|r| http::PreparedRequest::new(r, &endpoint, plan.accept_encoding.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut total = 0u64;
     let cumulative_weights = plan
@@ -175,34 +209,52 @@ pub async fn run(
         LoadModel::Open => plan.max_users.max(users),
         LoadModel::Closed => users,
     };
-    let accept_encoding = plan
-        .accept_encoding
-        .as_deref()
-        .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok());
-    let (active, _) = watch::channel(Growth {
-        active: users,
-        done: false,
-    });
+    let threads = effective_threads(plan.generator_threads, users);
+    let workers = Workers::start(threads, plan.generator_cpus.as_ref())?;
+    let lanes = (0..threads)
+        .map(|w| WorkerLane {
+            growth: watch::channel(Growth {
+                active: dealt(users, w, threads),
+                done: false,
+            })
+            .0,
+            max_users: dealt(max_users, w, threads),
+            busy_users: AtomicUsize::new(0),
+            peak_busy_users: AtomicUsize::new(0),
+            cancel: watch::channel(false).0,
+        })
+        .collect();
     let shared = Arc::new(Shared {
-        schedule: Schedule::new(plan.schedule.clone()),
-        active,
-        busy_users: AtomicUsize::new(0),
-        peak_busy_users: AtomicUsize::new(0),
-        max_users,
-        accept_encoding,
+        schedule: Schedule::with_lanes(plan.schedule.clone(), threads),
+        endpoint,
+        requests,
+        lanes,
         plan,
-        base_url: base_url.trim_end_matches('/').to_string(),
-        methods,
         cumulative_weights,
         next_user: AtomicU64::new(0),
         sink: std::sync::Mutex::new(Some(sink)),
-        cancel: cancel.clone(),
         finished_users: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
 
+    // Ctrl-C reaches each worker's own channel (a dropped sender is not a cancellation).
+    let forward = {
+        let shared = Arc::clone(&shared);
+        let mut cancel = cancel.clone();
+        tokio::spawn(async move {
+            if cancel.wait_for(|c| *c).await.is_ok() {
+                for lane in &shared.lanes {
+                    lane.cancel.send_replace(true);
+                }
+            }
+        })
+    };
+
+    let workers = Arc::new(workers);
     let for_users = Arc::clone(&shared);
+    let for_spawn = Arc::clone(&workers);
     let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
         let shared = Arc::clone(&for_users);
+        let workers = Arc::clone(&for_spawn);
         Box::pin(async move {
             let index = user.weighted_users_index;
             let finished = shared
@@ -214,7 +266,11 @@ pub async fn run(
                 // Goose has not stopped this user yet; idle until it does.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             } else {
-                user_life(&shared, user).await;
+                // The user's life runs on its worker; goose's task only waits for it to end.
+                let user_index = shared.next_user.fetch_add(1, Ordering::Relaxed);
+                let worker = usize::try_from(user_index).unwrap_or(0) % workers.len();
+                let life = user_life(Arc::clone(&shared), user_index);
+                let _ = workers.handle(worker).spawn(life).await;
                 if let Ok(mut f) = shared.finished_users.lock() {
                     f.insert(index);
                 }
@@ -228,7 +284,7 @@ pub async fn run(
     .set_name("apibench");
 
     let mut configuration = GooseConfiguration::default();
-    configuration.host = Some(shared.base_url.clone());
+    configuration.host = Some(base_url.trim_end_matches('/').to_string());
     configuration.users = Some(max_users);
     // All users within ~100 ms; the schedule, not goose, decides when requests go out.
     configuration.increase_rate = Some(format!("{}", (max_users * 10).max(100)));
@@ -263,24 +319,49 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let probe = tokio::spawn(probe_runtime(Arc::clone(&shared)));
+    let probes: Vec<_> = (0..threads)
+        .map(|w| {
+            workers
+                .handle(w)
+                .spawn(probe_runtime(Arc::clone(&shared), w))
+        })
+        .collect();
     let result = attack.execute().await;
     notify.abort();
-    shared.active.send_modify(|g| g.done = true);
-    let probe_lag = probe.await.unwrap_or_else(|_| new_histogram());
+    forward.abort();
+    for lane in &shared.lanes {
+        lane.growth.send_modify(|g| g.done = true);
+    }
+    let mut probe_lag = new_histogram();
+    for probe in probes {
+        if let Ok(lag) = probe.await {
+            let _ = probe_lag.add(&lag);
+        }
+    }
     // Every user has returned: drop the last sender so the collector can finish.
     if let Ok(mut sink) = shared.sink.lock() {
         sink.take();
     }
+    // The workers' tasks are all done: stopping them is joining idle threads.
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    }
     result.map_err(|e| EngineError::Goose(e.to_string()))?;
     let ended_at = Instant::now();
+    let (users_started, peak_users_busy) = shared.lanes.iter().fold((0, 0), |(s, p), lane| {
+        (
+            s + lane.growth.borrow().active.min(lane.max_users),
+            p + lane.peak_busy_users.load(Ordering::Relaxed),
+        )
+    });
     Ok(EngineOutcome {
         started_at: shared.schedule.started_at().unwrap_or(ended_at),
         ended_at,
         cancelled: *cancel.borrow(),
-        users_started: shared.active.borrow().active.min(max_users),
-        peak_users_busy: shared.peak_busy_users.load(Ordering::Relaxed),
+        users_started,
+        peak_users_busy,
         max_users,
+        generator_threads: threads,
         probe_lag,
     })
 }
@@ -292,11 +373,14 @@ struct Growth {
     done: bool,
 }
 
-/// The runtime probe: sleeps [`PROBE_PERIOD`] at a time on a precise timer on the users'
-/// runtime and records how late it wakes, after the warm-up, until the users are done.
-async fn probe_runtime(shared: Arc<Shared>) -> Histogram<u64> {
+/// The runtime probe of worker `worker`: sleeps [`PROBE_PERIOD`] at a time on a precise timer on
+/// the users' runtime and records how late it wakes, after the warm-up, until the users are done.
+async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
     let mut lag = new_histogram();
-    let mut done = shared.active.subscribe();
+    let Some(lane) = shared.lanes.get(worker) else {
+        return lag;
+    };
+    let mut done = lane.growth.subscribe();
     let warmup = shared.plan.schedule.warmup();
     let mut due = Instant::now() + PROBE_PERIOD;
     let mut timer = PreciseTimer::new();
@@ -320,65 +404,80 @@ async fn probe_runtime(shared: Arc<Shared>) -> Histogram<u64> {
     lag
 }
 
-/// One goose user, from its first request to its last.
-async fn user_life(shared: &Shared, user: &mut GooseUser) {
+/// How a request's wait for its answer ended.
+enum Answer {
+    Done(http::ExchangeResult),
+    TimedOut,
+}
+
+/// One user (global index `user_index`), from its first request to its last, on its worker.
+async fn user_life(shared: Arc<Shared>, user_index: u64) {
+    let workers = shared.lanes.len();
+    let worker = usize::try_from(user_index).unwrap_or(usize::MAX) % workers;
+    let local = usize::try_from(user_index).unwrap_or(usize::MAX) / workers;
+    let Some(lane) = shared.lanes.get(worker) else {
+        return;
+    };
     let Some(sink) = shared.sink.lock().ok().and_then(|s| s.clone()) else {
         return;
     };
     let mut recorder = UserRecorder::new(sink);
-    let user_index = shared.next_user.fetch_add(1, Ordering::Relaxed);
-    let mut cancel = shared.cancel.clone();
     // A dormant user (beyond `users`) waits until the load grows to it, or the schedule ends.
-    let index = usize::try_from(user_index).unwrap_or(usize::MAX);
-    if index >= shared.max_users {
+    if local >= lane.max_users {
         return;
     }
-    let mut growth = shared.active.subscribe();
+    let mut cancel = lane.cancel.subscribe();
+    let mut growth = lane.growth.subscribe();
     tokio::select! {
-        g = growth.wait_for(|g| g.active > index || g.done) => {
-            if g.map(|g| g.done && g.active <= index).unwrap_or(true) {
+        g = growth.wait_for(|g| g.active > local || g.done) => {
+            if g.map(|g| g.done && g.active <= local).unwrap_or(true) {
                 return;
             }
         }
         _ = cancel.wait_for(|c| *c) => return,
     }
-    let mut render = RenderContext::new(
-        shared.plan.seed,
-        user_index,
-        Arc::clone(&shared.plan.templates),
-    );
-    let client = user.client.clone();
+    // Created once, polled by every wait below: no registration per request.
+    let cancelled = async move {
+        let _ = cancel.wait_for(|c| *c).await;
+    };
+    let mut cancelled = pin!(cancelled);
+    let plan = &shared.plan;
+    let mut render = RenderContext::new(plan.seed, user_index, Arc::clone(&plan.templates));
     let mut timer = PreciseTimer::new();
     let start = shared.schedule.start();
-    let warmup_end = start + shared.plan.schedule.warmup();
-    let closed_deadline = start + shared.plan.schedule.end_offset();
-    let give_up_at = closed_deadline + drain_grace(shared.plan.request_timeout);
-    let mut path = String::with_capacity(128);
-    let mut body = String::with_capacity(256);
-    let mut url = String::with_capacity(256);
+    let warmup_end = start + plan.schedule.warmup();
+    let closed_deadline = start + plan.schedule.end_offset();
+    let give_up_at = closed_deadline + drain_grace(plan.request_timeout);
+    let mut buffers = http::RenderBuffers::new();
+    let mut connection: Option<http::Connection> = None;
+    // The request timeout, checked lazily: this sleep is re-armed only when it fires, to the
+    // current request's deadline — one timer operation per `timeout`, not one per request.
+    let mut deadline_timer = pin!(tokio::time::sleep_until(
+        (Instant::now() + plan.request_timeout).into()
+    ));
     let mut user_free_at = Instant::now();
     let mut first = true;
 
     loop {
-        if *cancel.borrow() {
-            break;
-        }
         // When this request should go out, and from when its latency counts.
-        let (due, in_warmup) = match shared.plan.model {
-            LoadModel::Open => match shared.schedule.take() {
+        let (due, in_warmup) = match plan.model {
+            LoadModel::Open => match shared.schedule.take_from(worker) {
                 Some(slot) => {
                     let now = Instant::now();
                     // Past the schedule's end by more than the grace: the rest of the backlog is
                     // dropped (counted as such), so an overloaded run still stops by itself.
                     if now > give_up_at {
                         shared.schedule.exhaust();
-                        shared.active.send_modify(|g| g.done = true);
+                        for lane in &shared.lanes {
+                            lane.growth.send_modify(|g| g.done = true);
+                        }
                         break;
                     }
-                    // Overdue already: every active user was busy. Grow, up to the cap.
+                    // Overdue already: every active user of this worker was busy. Grow, up to
+                    // the cap.
                     if schedule::is_backlogged(slot.due, now) {
-                        shared.active.send_if_modified(|g| {
-                            let grow = g.active < shared.max_users;
+                        lane.growth.send_if_modified(|g| {
+                            let grow = g.active < lane.max_users;
                             g.active += usize::from(grow);
                             grow
                         });
@@ -386,7 +485,7 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
                     (slot.due, slot.in_warmup)
                 }
                 None => {
-                    shared.active.send_modify(|g| g.done = true);
+                    lane.growth.send_modify(|g| g.done = true);
                     break;
                 }
             },
@@ -394,7 +493,7 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
                 let due = if first {
                     user_free_at
                 } else {
-                    user_free_at + shared.plan.think_time
+                    user_free_at + plan.think_time
                 };
                 if due >= closed_deadline {
                     break;
@@ -405,85 +504,88 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
         first = false;
         if due > Instant::now() {
             let wait = async {
-                match shared.plan.timer {
+                match plan.timer {
                     Timer::Precise => timer.sleep_until(due).await,
                     Timer::Tokio => tokio::time::sleep_until(due.into()).await,
                 }
             };
             tokio::select! {
+                biased;
+                () = &mut cancelled => break,
                 () = wait => {}
-                _ = cancel.wait_for(|c| *c) => break,
             }
         }
         let sent_at = Instant::now();
         let send_lag = schedule::send_lag(due, user_free_at, sent_at);
         let generator_late = send_lag > schedule::LATE_THRESHOLD;
         let backlogged =
-            shared.plan.model == LoadModel::Open && schedule::is_backlogged(due, user_free_at);
-        let backlogged_at_cap = backlogged && shared.active.borrow().active >= shared.max_users;
-        let busy = shared.busy_users.fetch_add(1, Ordering::Relaxed) + 1;
-        shared.peak_busy_users.fetch_max(busy, Ordering::Relaxed);
+            plan.model == LoadModel::Open && schedule::is_backlogged(due, user_free_at);
+        let backlogged_at_cap = backlogged && lane.growth.borrow().active >= lane.max_users;
+        let busy = lane.busy_users.fetch_add(1, Ordering::Relaxed) + 1;
+        lane.peak_busy_users.fetch_max(busy, Ordering::Relaxed);
 
         let request_index = pick(&shared.cumulative_weights, &mut render);
-        let Some(spec) = shared.plan.requests.get(request_index) else {
+        let Some(prepared) = shared.requests.get(request_index) else {
             break;
         };
-        spec.path.render_into(&mut path, &mut render);
-        url.clear();
-        url.push_str(&shared.base_url);
-        url.push_str(&path);
-        let mut request = client
-            .request(shared.methods[request_index].clone(), url.as_str())
-            .timeout(shared.plan.request_timeout);
-        if let Some(encoding) = &shared.accept_encoding {
-            request = request.header(reqwest::header::ACCEPT_ENCODING, encoding.clone());
-        }
-        for (name, value) in &spec.headers {
-            request = request.header(name, value);
-        }
-        if let Some(template) = &spec.body {
-            template.render_into(&mut body, &mut render);
-            if !spec
-                .headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("content-type"))
-            {
-                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
-            }
-            request = request.body(body.clone());
-        }
-
+        let Some(spec) = plan.requests.get(request_index) else {
+            break;
+        };
         // Latency counts from the due time (open: a backlog behind a busy server is the
         // server's) or the actual send (closed) — never the generator's own send lag.
-        let latency_origin = match shared.plan.model {
+        let latency_origin = match plan.model {
             LoadModel::Open => due + send_lag,
             LoadModel::Closed => sent_at,
         };
-        let exchange = async {
-            match request.send().await {
-                Ok(response) => {
-                    let headers_at = Instant::now();
-                    let status = response.status().as_u16();
-                    let body_ok = response.bytes().await;
-                    (Some(headers_at), status, body_ok.err())
+        let mut headers_at = None;
+        let answer = match prepared.build(&shared.endpoint, &mut buffers, &mut render) {
+            Err(e) => {
+                tracing::warn!(request = %spec.name, "{e}");
+                Some(Answer::Done(Ok(0)))
+            }
+            Ok(request) => {
+                let deadline = sent_at + plan.request_timeout;
+                let exchange =
+                    http::exchange(&mut connection, &shared.endpoint, request, &mut headers_at);
+                let mut exchange = pin!(exchange);
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = &mut exchange => break Some(Answer::Done(result)),
+                        () = &mut deadline_timer => {
+                            if Instant::now() >= deadline {
+                                break Some(Answer::TimedOut);
+                            }
+                            deadline_timer.as_mut().reset(deadline.into());
+                        }
+                        // Ctrl-C: drop the in-flight request; what completed so far is kept.
+                        () = &mut cancelled => break None,
+                    }
                 }
-                Err(error) => (None, 0, Some(error)),
             }
         };
-        let outcome = tokio::select! {
-            outcome = exchange => Some(outcome),
-            // Ctrl-C: drop the in-flight request; what completed so far is kept.
-            _ = cancel.wait_for(|c| *c) => None,
-        };
-        shared.busy_users.fetch_sub(1, Ordering::Relaxed);
-        let Some((headers_at, status, error)) = outcome else {
+        lane.busy_users.fetch_sub(1, Ordering::Relaxed);
+        let Some(answer) = answer else {
             break;
         };
         let completed_at = Instant::now();
-        let timed_out = error.as_ref().is_some_and(reqwest::Error::is_timeout);
-        let status_ok = match spec.expect_status {
-            Some(expected) => status == expected,
-            None => (200..300).contains(&status),
+        let (status, failed, timed_out) = match answer {
+            Answer::Done(Ok(status)) => {
+                let ok = match spec.expect_status {
+                    Some(expected) => status == expected,
+                    None => (200..300).contains(&status),
+                };
+                (status, !ok, false)
+            }
+            Answer::Done(Err(e)) => {
+                tracing::debug!(request = %spec.name, "{e}");
+                (0, true, false)
+            }
+            Answer::TimedOut => {
+                // A request is still in flight on it: the connection cannot be reused.
+                connection = None;
+                (0, true, true)
+            }
         };
         recorder.push(Sample {
             request: u16::try_from(request_index).unwrap_or(u16::MAX),
@@ -492,7 +594,7 @@ async fn user_life(shared: &Shared, user: &mut GooseUser) {
             completed_offset_us: micros(completed_at.saturating_duration_since(start)),
             sent_offset_us: micros(sent_at.saturating_duration_since(start)),
             status,
-            error: error.is_some() || !status_ok,
+            error: failed,
             timed_out,
             in_warmup,
             generator_late,

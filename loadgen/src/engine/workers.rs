@@ -92,7 +92,9 @@ pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(format!("`{text}`: an empty entry (write e.g. `1`, `0,2` or `4-7`)"));
+            return Err(format!(
+                "`{text}`: an empty entry (write e.g. `1`, `0,2` or `4-7`)"
+            ));
         }
         let number = |s: &str| -> Result<usize, String> {
             let n: usize = s
