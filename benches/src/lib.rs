@@ -24,6 +24,11 @@
 //!     does it.
 //!   - `latency_record`: one [`loadgen::schedule::Schedule::take`] step plus one HDR record
 //!     ([`loadgen::recorder::record_clamped`]) — the load generator's per-request work.
+//! - `benches/generator.rs`
+//!   - `generator_request`: the generator's per-request work without the network —
+//!     [`loadgen::engine::http::PreparedRequest::build`] for a literal path, a templated point
+//!     read and a POST with a rendered body, [`loadgen::recorder::UserRecorder::push`], and
+//!     build + record together.
 //!
 //! # This library
 //! [`criterion_config`] (short warm-up and measurement so the whole suite stays in minutes on two

@@ -1,5 +1,6 @@
-//! The command line: one clap-derived [`Cli`] with a subcommand per verb. `run` is here; later
-//! verbs (`report`, `compare`, `gate`) are new [`Command`] variants with their own `Args`.
+//! The command line: one clap-derived [`Cli`] with a subcommand per verb. `run` and `calibrate`
+//! are here; the other verbs (`report`, `compare`, `gate`) keep their `Args` beside their code.
+//! `hello-server` is hidden: `calibrate` starts it as its own child process.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ pub enum Command {
     Compare(crate::compare::CompareArgs),
     /// Check a saved run against budgets (and a baseline): exit 0 pass, 1 fail, 2 bad input
     Gate(crate::gate::GateArgs),
+    /// Measure this machine's generator ceiling per core and its send lag; `run` warns above 70 %
+    #[command(after_help = CALIBRATE_AFTER_HELP)]
+    Calibrate(CalibrateArgs),
+    /// The trivial server `calibrate` measures against: 200 "ok" on every path (serves until killed)
+    #[command(hide = true)]
+    HelloServer(HelloServerArgs),
 }
 
 /// `apibench run`.
@@ -86,4 +93,86 @@ pub struct RunArgs {
     /// these CPUs, e.g. `1` or `2,3` or `4-7`; run.json records the placement
     #[arg(long, value_name = "LIST", env = "APIBENCH_GENERATOR_CPUS", value_parser = crate::engine::workers::parse_cpu_list)]
     pub generator_cpus: Option<crate::engine::workers::CpuList>,
+}
+
+const CALIBRATE_AFTER_HELP: &str = "\
+How: a trivial HTTP server (`200 ok`, HTTP/1.1 keep-alive) runs as a child process pinned to one
+CPU, the generator on the others; short open-model runs at fixed rates (doubling, then bisecting)
+find the highest rate whose verdict is valid — the generator's ceiling — then three runs at 25,
+50 and 75 % of it measure the send lag. About 40-60 s (--quick: about 20 s, coarser).
+
+Examples:
+  apibench calibrate
+      server on the first CPU, generator on the rest; writes ~/.cache/apibench/calibration.json
+  taskset -c 2,3 apibench calibrate
+      calibrate inside CPUs 2-3: the server on 2, the generator on 3
+  apibench calibrate --generator-cpus 1 --out calibration.json --keep-runs /tmp/cal
+      one generator CPU; the file where you want it; every run's results kept for a look
+  apibench calibrate --quick --quiet
+      a coarse figure in about 20 s, only the summary printed
+
+The file: $APIBENCH_CALIBRATION, else $XDG_CACHE_HOME/apibench/calibration.json, else
+~/.cache/apibench/calibration.json. `apibench run` reads it and warns when a scenario's rate is
+above 70 % of the ceiling for the CPUs it has. Calibrate the binary you run: a debug build's
+ceiling is a fraction of a release build's.
+
+If the server, not the generator, is the limit (`saturated`, or a busy server), the ceiling is
+written as a lower bound (limited_by = \"server\"). On a 1-CPU machine both share the CPU
+(the file says so).
+
+Exit codes: 0 written, 2 bad input (CPUs, rates, paths), 3 failed (the server would not start,
+or no rate was valid), 130 interrupted (nothing written).";
+
+/// `apibench calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Write calibration.json here [default: $APIBENCH_CALIBRATION, else
+    /// $XDG_CACHE_HOME/apibench/calibration.json, else ~/.cache/apibench/calibration.json]
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// The hello server's CPU [default: the first CPU this process may use]
+    #[arg(long, value_name = "N", env = "APIBENCH_SERVER_CPU")]
+    pub server_cpu: Option<usize>,
+
+    /// The generator's CPUs, one worker thread each, e.g. `1` or `1-3` [default: every other CPU
+    /// this process may use; the server's own on a 1-CPU machine]
+    #[arg(long, value_name = "LIST", env = "APIBENCH_GENERATOR_CPUS", value_parser = crate::engine::workers::parse_cpu_list)]
+    pub generator_cpus: Option<crate::engine::workers::CpuList>,
+
+    /// Fewer, shorter runs and a coarser ceiling (±10 %): about 20 s, for CI and tests
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Never try a rate above this (req/s); passing here ends the search (a lower bound)
+    #[arg(long, value_name = "RATE", default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+
+    /// The first rate tried (req/s); the search doubles or halves from there
+    #[arg(long, value_name = "RATE", default_value_t = 5_000.0)]
+    pub start_rate: f64,
+
+    /// Keep every run's results (summary.json, latency.hlog, index.html) under DIR
+    #[arg(long, value_name = "DIR")]
+    pub keep_runs: Option<PathBuf>,
+
+    /// No progress lines on stderr (the summary is still printed)
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `apibench hello-server` (hidden).
+#[derive(Debug, Args)]
+pub struct HelloServerArgs {
+    /// Listen here; port 0 picks a free port (the address is printed on stderr)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8099")]
+    pub listen: String,
+
+    /// Pin the server (one thread) to this CPU
+    #[arg(long, value_name = "N")]
+    pub cpu: Option<usize>,
+
+    /// Exit when stdin closes: `calibrate` holds the other end, so the server never outlives it
+    #[arg(long)]
+    pub exit_with_stdin: bool,
 }

@@ -15,11 +15,16 @@
 //! `index.html` (the runner calls it last), [`compare`] sets two runs side by side and [`gate`]
 //! checks one against [`budgets`] and a baseline; [`noise`] decides what counts as a change.
 //!
+//! [`calibrate`] (`apibench calibrate`) measures the generator itself: the highest rate it keeps
+//! valid against a trivial server on its own CPU, and its send lag below that, for `run` to
+//! warn against.
+//!
 //! The library never exits the process and never prints except through [`output`]; the binary
 //! (`main.rs`) owns signals, logging and exit codes. It never depends on the `api` crate: the
 //! API is only ever a process under test.
 
 pub mod budgets;
+pub mod calibrate;
 pub mod cli;
 pub mod compare;
 pub mod database;

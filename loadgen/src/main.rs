@@ -3,7 +3,9 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use loadgen::runner::{EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED};
+use loadgen::calibrate::{self, hello};
+use loadgen::cli::{CalibrateArgs, HelloServerArgs};
+use loadgen::runner::{EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED};
 use loadgen::{Cli, Command, RunOptions};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,11 @@ use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The hidden server is a process of its own: no Ctrl-C handler (SIGINT ends it), no
+    // multi-threaded runtime competing for its CPU.
+    if let Command::HelloServer(args) = &cli.command {
+        return ExitCode::from(hello_server(args));
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -89,6 +96,87 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             let step_summary =
                 std::env::var_os("GITHUB_STEP_SUMMARY").map(std::path::PathBuf::from);
             Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
+        }
+        Command::Calibrate(args) => calibrate(&runtime, args, cancel_rx),
+        Command::HelloServer(args) => Ok(hello_server(&args)),
+    }
+}
+
+fn calibrate(
+    runtime: &tokio::runtime::Runtime,
+    args: CalibrateArgs,
+    cancel_rx: watch::Receiver<bool>,
+) -> anyhow::Result<u8> {
+    let Some(out) = args.out.or_else(calibrate::default_path) else {
+        eprintln!(
+            "apibench: no place for calibration.json: set --out, APIBENCH_CALIBRATION or HOME"
+        );
+        return Ok(EXIT_BAD_INPUT);
+    };
+    let server_program =
+        std::env::current_exe().context("finding the apibench executable to start its server")?;
+    let progress = (!args.quiet)
+        .then(|| calibrate::Progress(std::sync::Arc::new(|line: &str| eprintln!("{line}"))));
+    let options = calibrate::CalibrateOptions {
+        server_program,
+        server_cpu: args.server_cpu,
+        generator_cpus: args.generator_cpus,
+        quick: args.quick,
+        start_rate_per_sec: args.start_rate,
+        max_rate_per_sec: args.max_rate,
+        out: out.clone(),
+        keep_runs: args.keep_runs,
+        progress,
+    };
+    match runtime.block_on(calibrate::calibrate(options, cancel_rx)) {
+        Ok(calibration) => {
+            print!("{}", calibrate::summary_text(&calibration, &out));
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("apibench: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// `apibench hello-server`: serves until killed (or, with --exit-with-stdin, until stdin closes).
+fn hello_server(args: &HelloServerArgs) -> u8 {
+    let stdin_closed = if args.exit_with_stdin {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        // Reads (and ignores) stdin until EOF: the parent's end closed, however it ended.
+        let spawned = std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                let _ = closed_tx.send(());
+            });
+        if let Err(e) = spawned {
+            eprintln!("apibench hello-server: cannot watch stdin: {e}");
+            return EXIT_RUN_FAILED;
+        }
+        Some(closed_rx)
+    } else {
+        None
+    };
+    let served = hello::run_blocking(
+        &args.listen,
+        args.cpu,
+        |addr| eprintln!("listening on http://{addr}"),
+        async move {
+            match stdin_closed {
+                Some(closed) => {
+                    let _ = closed.await;
+                }
+                None => std::future::pending().await,
+            }
+        },
+    );
+    match served {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("apibench hello-server: {e}");
+            EXIT_RUN_FAILED
         }
     }
 }

@@ -25,6 +25,11 @@ pub fn format_us(us: u64) -> String {
     }
 }
 
+/// A warning before a run starts (stderr, even with `--quiet`: it is about the figures' worth).
+pub fn warn(text: &str) {
+    eprintln!("apibench: warning: {text}");
+}
+
 pub fn format_bytes(bytes: Option<u64>) -> String {
     match bytes {
         None => "-".into(),

@@ -387,6 +387,10 @@ pub struct LoadInfo {
     /// `--generator-cpus`: the CPUs the workers were pinned to (`None`: not pinned).
     #[serde(default)]
     pub generator_cpus: Option<crate::engine::workers::CpuList>,
+    /// The warning `apibench calibrate`'s figures gave for this rate, if any (the target rate is
+    /// above 70 % of the calibrated generator ceiling for the CPUs it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_warning: Option<String>,
     /// The `[find_max]` ramp as run, when the scenario has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find_max: Option<FindMaxInfo>,

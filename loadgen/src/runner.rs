@@ -116,6 +116,27 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The warning the latest `apibench calibrate` gives for this scenario's highest fixed rate on
+/// the generator's CPUs (open model only; a ramp past the ceiling is `[find_max]`'s business).
+fn calibration_warning(scenario: &Scenario, generator: &Generator) -> Option<String> {
+    if scenario.load.model != LoadModel::Open {
+        return None;
+    }
+    let rate = scenario
+        .load
+        .stages
+        .iter()
+        .map(|s| s.rate_per_sec)
+        .fold(0.0, f64::max);
+    match crate::calibrate::load_latest() {
+        Ok(Some(calibration)) => {
+            crate::calibrate::rate_warning(&calibration, rate, generator.cpus_allowed() as usize)
+        }
+        Ok(None) => None,
+        Err(e) => Some(format!("the generator calibration could not be read: {e}")),
+    }
+}
+
 /// The variants to run, in scenario order.
 fn select_variants(scenario: &Scenario, wanted: &[String]) -> Result<Vec<VariantSpec>, RunError> {
     if wanted.is_empty() {
@@ -193,6 +214,7 @@ fn run_info(
             timer: Some(opts.timer),
             generator_threads: Some(generator.threads),
             generator_cpus: generator.cpus.clone(),
+            generator_warning: None,
             find_max: scenario.find_max.as_ref().map(|f| FindMaxInfo {
                 budget: f.budget,
                 settle_ms: millis(f.settle),
@@ -298,6 +320,10 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     );
     let mut info = run_info(&scenario, &variants, &opts, &started_at);
     let generator = Generator::choose(&opts, &scenario.load);
+    info.load.generator_warning = calibration_warning(&scenario, &generator);
+    if let Some(text) = &info.load.generator_warning {
+        output::warn(text);
+    }
     let run_json = out_dir.join("run.json");
     write_json(&run_json, &info)?;
 

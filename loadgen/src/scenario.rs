@@ -90,7 +90,7 @@ pub struct HttpSpec {
     pub accept_encoding: Option<String>,
 }
 
-/// Today's behaviour: ask for gzip (decompressing is then part of the full-body time).
+/// Ask for gzip, as browsers do (the body is read to its end, never decompressed).
 pub const DEFAULT_ACCEPT_ENCODING: &str = "gzip";
 
 impl Default for HttpSpec {

@@ -217,6 +217,7 @@ fn measure(run_dir: &Path, dir_rel: &str, b: Behaviour, seed: u64) -> Measuremen
         users_started: USERS,
         peak_users_busy: 3,
         max_users: MAX_USERS,
+        generator_threads: 2,
         probe_lag,
     };
     build_measurement(
@@ -362,6 +363,7 @@ fn measure_run(
             timer: Some(loadgen::engine::Timer::Precise),
             generator_threads: Some(2),
             generator_cpus: None,
+            generator_warning: None,
         },
         requests: vec![
             RequestInfo {

@@ -37,7 +37,12 @@ impl HelloChild {
     pub fn start(program: &Path, cpu: Option<usize>) -> Result<HelloChild, CalibrateError> {
         let mut command = Command::new(program);
         command
-            .args(["hello-server", "--listen", "127.0.0.1:0", "--exit-with-stdin"])
+            .args([
+                "hello-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-with-stdin",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -154,8 +159,8 @@ mod tests {
 
     #[test]
     fn a_program_that_is_not_there_is_a_server_error_naming_it() {
-        let err = HelloChild::start(Path::new("/nonexistent/apibench"), None)
-            .expect_err("cannot start");
+        let err =
+            HelloChild::start(Path::new("/nonexistent/apibench"), None).expect_err("cannot start");
         assert!(err.to_string().contains("/nonexistent/apibench"), "{err}");
     }
 }

@@ -76,9 +76,9 @@ pub fn run_blocking(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
+        })?;
         on_listening(listener.local_addr()?);
         serve(listener, shutdown).await;
         Ok(())

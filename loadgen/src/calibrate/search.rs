@@ -155,14 +155,16 @@ impl Search {
         self.steps += 1;
         match outcome {
             Outcome::Pass => {
-                self.highest_pass = Some(self.highest_pass.map_or(rate_per_sec, |p| {
-                    p.max(rate_per_sec)
-                }));
+                self.highest_pass = Some(
+                    self.highest_pass
+                        .map_or(rate_per_sec, |p| p.max(rate_per_sec)),
+                );
             }
             Outcome::Saturated => {
-                self.highest_pass = Some(self.highest_pass.map_or(rate_per_sec, |p| {
-                    p.max(rate_per_sec)
-                }));
+                self.highest_pass = Some(
+                    self.highest_pass
+                        .map_or(rate_per_sec, |p| p.max(rate_per_sec)),
+                );
                 self.server_limited = true;
             }
             Outcome::GeneratorBound {
@@ -226,11 +228,7 @@ mod tests {
 
     /// Runs the search against a generator that sends at most `ceiling`/s (and, if given, a
     /// server that saturates above `server`/s); returns the result and the rates tried.
-    fn simulate(
-        plan: SearchPlan,
-        ceiling: f64,
-        server: Option<f64>,
-    ) -> (SearchResult, Vec<f64>) {
+    fn simulate(plan: SearchPlan, ceiling: f64, server: Option<f64>) -> (SearchResult, Vec<f64>) {
         let mut search = Search::new(plan);
         let mut tried = Vec::new();
         while let Some(rate) = search.next_rate() {
@@ -270,7 +268,10 @@ mod tests {
         assert_eq!(tried[0], 5_000.0);
         assert!(tried[1] < 1_300.0, "{tried:?}");
         let ceiling = result.ceiling_rate_per_sec.expect("a ceiling");
-        assert!(ceiling <= 1_300.0 && ceiling >= 0.95 * 1_300.0 / 1.05, "{result:?}");
+        assert!(
+            (0.95 * 1_300.0 / 1.05..=1_300.0).contains(&ceiling),
+            "{result:?}"
+        );
         assert_eq!(result.limited_by, LimitedBy::Generator);
     }
 
