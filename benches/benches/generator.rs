@@ -1,6 +1,6 @@
 //! The load generator's own work per request, without the network: pick the request, render
-//! its path and body, build the hyper request from the prepared parts, and hand the sample to
-//! the user's recorder. A regression in the generator's cost per request shows here first
+//! its path and body, build the hyper request from the prepared parts, and record the sample in
+//! the worker's recorder. A regression in the generator's cost per request shows here first
 //! (`make microbench`), before it shows as a lower calibrated ceiling.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use apibench_benches::{criterion_config, runtime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use loadgen::engine::http::{Endpoint, PreparedRequest, RenderBuffers};
-use loadgen::recorder::{Collector, Sample, UserRecorder};
+use loadgen::recorder::{Collector, Sample};
 use loadgen::scenario::RequestSpec;
 use loadgen::template::{RenderContext, SharedTemplateState, Template};
 
@@ -94,9 +94,10 @@ fn generator_request(c: &mut Criterion) {
         built.uri()
     );
 
-    // The collector records on its own thread, as in a run; the user's side is timed.
+    // A worker's own recorder, as in a run: users record inline; the collector only merges at
+    // the end.
     let (collector, sink) = Collector::start(vec!["bench".into()], Instant::now(), u64::MAX);
-    let mut recorder = UserRecorder::new(sink);
+    let mut recorder = sink.worker_recorder();
     let mut i = 0_u64;
 
     let mut group = c.benchmark_group("generator_request");
@@ -112,7 +113,7 @@ fn generator_request(c: &mut Criterion) {
     group.bench_function("record_sample", |b| {
         b.iter(|| {
             i += 1;
-            recorder.push(black_box(sample(i)));
+            recorder.record(black_box(&sample(i)));
         })
     });
     // Build + record, with the clock reads a send takes (due check, sent, headers, completed).
@@ -126,11 +127,12 @@ fn generator_request(c: &mut Criterion) {
             i += 1;
             let mut s = sample(i);
             s.service_us = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(0);
-            recorder.push(s);
+            recorder.record(&s);
         })
     });
     group.finish();
     drop(recorder);
+    drop(sink);
     let recording = collector.finish();
     assert!(recording.requests > 0, "the collector recorded nothing");
 }

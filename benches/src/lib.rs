@@ -27,7 +27,7 @@
 //! - `benches/generator.rs`
 //!   - `generator_request`: the generator's per-request work without the network —
 //!     [`loadgen::engine::http::PreparedRequest::build`] for a literal path, a templated point
-//!     read and a POST with a rendered body, [`loadgen::recorder::UserRecorder::push`], and
+//!     read and a POST with a rendered body, [`loadgen::recorder::WorkerRecorder::record`], and
 //!     build + record together.
 //!
 //! # This library

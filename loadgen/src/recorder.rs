@@ -1,10 +1,17 @@
-//! Latency recording without a lock on the hot path.
+//! Latency recording without a cross-thread hop on the hot path.
 //!
-//! Each user appends compact [`Sample`]s (a few dozen bytes) to its own buffer and hands the
-//! buffer to the collector over a channel whenever its current 1-second interval ends (and when
-//! it stops). The collector — one thread, off the hot path — records them into the HDR
-//! histograms: per 1 s interval (for `latency.hlog`) and, after the warm-up, overall, per request
-//! name, and for time-to-first-byte. Successful requests and failed ones go to separate
+//! The engine records each request where it happened: every generator worker owns a
+//! [`WorkerRecorder`] (one [`Recording`]: its histograms and counters), its users record into it
+//! inline (a few HDR increments, on the worker's own thread), and when the phase ends each worker
+//! hands its recording to the [`Collector`], which merges them exactly (histograms add). No
+//! thread wakes up per second to digest a burst of samples on the generator's CPU.
+//!
+//! [`UserRecorder`] is the other way in, for callers that have [`Sample`]s rather than a worker
+//! (tests, fixtures, benches): it batches samples per 1 s interval and the collector thread
+//! records them. Both arrive over the same [`Sink`].
+//!
+//! What is recorded: per 1 s interval (for `latency.hlog`) and, after the warm-up, overall, per
+//! request name, and for time-to-first-byte. Successful requests and failed ones go to separate
 //! histograms (an instant 503 must not pull the successes' p50 down), and each send's lag — the
 //! generator's own lateness — to a third, never into latency.
 //!
@@ -12,10 +19,9 @@
 //! latency, `send_lag`. Goodput counts successes that completed inside the measured window;
 //! completions after the schedule's end are the drain, counted apart.
 //!
-//! Why samples and not per-user histograms: a histogram covering 1 µs..60 s at 3 significant
-//! digits is ~140 KB; rotating a set per user (overall + TTFB + one per request name) every
-//! second would copy megabytes per second on a generator that must stay idle-ish. A sample
-//! batch costs O(requests) and keeps the same property: users never share anything mutable.
+//! Why per worker and not per user: a histogram covering 1 µs..60 s at 3 significant digits is
+//! ~140 KB; a set per user (overall + TTFB + one per request name, per interval) would be
+//! megabytes per user. One set per worker is the same memory as the old single collector's.
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -72,15 +78,103 @@ pub struct Sample {
     pub service_us: u64,
 }
 
-/// A user's sample buffer, flushed to the collector at each 1 s interval boundary.
+/// What reaches the collector: a batch of samples, or a worker's whole recording.
+pub enum Batch {
+    Samples(Vec<Sample>),
+    Worker(Box<Recording>),
+}
+
+/// Where recordings go: the collector's channel, and what a [`WorkerRecorder`] needs to start.
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<Batch>,
+    names: Arc<[String]>,
+    window_end_us: u64,
+    live: Arc<Mutex<LiveStats>>,
+}
+
+impl Sink {
+    /// A recorder for one generator worker; its recording reaches the collector when dropped.
+    pub fn worker_recorder(&self) -> WorkerRecorder {
+        let mut recording = Recording::new(&self.names);
+        recording.window_end_us = self.window_end_us;
+        WorkerRecorder {
+            recording,
+            sink: self.clone(),
+            interval: 0,
+            unpublished_completed: 0,
+            unpublished_errors: 0,
+        }
+    }
+}
+
+/// One worker's recording, written inline by its users.
+pub struct WorkerRecorder {
+    recording: Recording,
+    sink: Sink,
+    /// The interval of the latest sample; the live figures are published when it changes.
+    interval: u64,
+    unpublished_completed: u64,
+    unpublished_errors: u64,
+}
+
+impl WorkerRecorder {
+    pub fn record(&mut self, sample: &Sample) {
+        let interval = sample.completed_offset_us / 1_000_000;
+        if interval > self.interval {
+            self.publish(interval);
+        }
+        self.recording.record(sample);
+        self.unpublished_completed += 1;
+        self.unpublished_errors += u64::from(sample.error);
+    }
+
+    /// Adds this worker's counts to the live figures; the interval just ended contributes its
+    /// rate (summed over workers) and p99 (the worst worker's).
+    fn publish(&mut self, now_interval: u64) {
+        let ended = self.interval;
+        self.interval = now_interval;
+        let (p99, rate) = self.recording.intervals.get(&ended).map_or((0, 0), |i| {
+            (i.latency.value_at_quantile(0.99), i.latency.len())
+        });
+        if let Ok(mut live) = self.sink.live.lock() {
+            live.completed += std::mem::take(&mut self.unpublished_completed);
+            live.errors += std::mem::take(&mut self.unpublished_errors);
+            match live.recent_interval {
+                Some(i) if i > ended => {}
+                Some(i) if i == ended => {
+                    live.recent_p99_us = live.recent_p99_us.max(p99);
+                    live.recent_rate_per_sec += rate;
+                }
+                _ => {
+                    live.recent_interval = Some(ended);
+                    live.recent_p99_us = p99;
+                    live.recent_rate_per_sec = rate;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WorkerRecorder {
+    fn drop(&mut self) {
+        let names: Vec<String> = Vec::new();
+        let recording = std::mem::replace(&mut self.recording, Recording::new(&names));
+        // The collector outlives the workers; a send error only means it already gave up.
+        let _ = self.sink.tx.send(Batch::Worker(Box::new(recording)));
+    }
+}
+
+/// A user's sample buffer, flushed to the collector at each 1 s interval boundary (for callers
+/// without a worker: tests, fixtures, benches).
 pub struct UserRecorder {
     buffer: Vec<Sample>,
     interval: u64,
-    sink: mpsc::Sender<Vec<Sample>>,
+    sink: Sink,
 }
 
 impl UserRecorder {
-    pub fn new(sink: mpsc::Sender<Vec<Sample>>) -> UserRecorder {
+    pub fn new(sink: Sink) -> UserRecorder {
         UserRecorder {
             buffer: Vec::with_capacity(256),
             interval: 0,
@@ -101,7 +195,7 @@ impl UserRecorder {
         if !self.buffer.is_empty() {
             let batch = std::mem::replace(&mut self.buffer, Vec::with_capacity(256));
             // The collector outlives the users; a send error only means it already gave up.
-            let _ = self.sink.send(batch);
+            let _ = self.sink.tx.send(Batch::Samples(batch));
         }
     }
 }
@@ -133,6 +227,25 @@ pub struct IntervalRecording {
     pub ttfb: Histogram<u64>,
     pub errors: Histogram<u64>,
     pub send_lag: Histogram<u64>,
+}
+
+impl IntervalRecording {
+    fn new(index: u64) -> IntervalRecording {
+        IntervalRecording {
+            index,
+            latency: new_histogram(),
+            ttfb: new_histogram(),
+            errors: new_histogram(),
+            send_lag: new_histogram(),
+        }
+    }
+}
+
+/// Adds `from` into `into` (same bounds by construction; a value out of range is dropped).
+fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if !from.is_empty() {
+        let _ = into.add(from);
+    }
 }
 
 /// Everything one load phase measured.
@@ -175,7 +288,7 @@ pub struct Recording {
 }
 
 impl Recording {
-    fn new(names: &[String]) -> Recording {
+    pub fn new(names: &[String]) -> Recording {
         Recording {
             latency: new_histogram(),
             ttfb: new_histogram(),
@@ -213,18 +326,12 @@ impl Recording {
         }
     }
 
-    fn record(&mut self, s: &Sample) {
+    pub fn record(&mut self, s: &Sample) {
         let interval = s.completed_offset_us / 1_000_000;
         let slot = self
             .intervals
             .entry(interval)
-            .or_insert_with(|| IntervalRecording {
-                index: interval,
-                latency: new_histogram(),
-                ttfb: new_histogram(),
-                errors: new_histogram(),
-                send_lag: new_histogram(),
-            });
+            .or_insert_with(|| IntervalRecording::new(interval));
         if s.error {
             record_clamped(&mut slot.errors, s.latency_us);
         } else {
@@ -289,6 +396,67 @@ impl Recording {
         );
     }
 
+    /// Adds `other` (another worker's recording of the same phase) into this one: histograms
+    /// add, counts sum, the first/last instants widen. Exact: the merged figures are those one
+    /// recorder would have made of every sample.
+    pub fn merge(&mut self, other: &Recording) {
+        add(&mut self.latency, &other.latency);
+        add(&mut self.ttfb, &other.ttfb);
+        add(&mut self.error_latency, &other.error_latency);
+        add(&mut self.send_lag, &other.send_lag);
+        self.successes_in_window += other.successes_in_window;
+        self.completions_in_window += other.completions_in_window;
+        self.drain_requests += other.drain_requests;
+        self.backlogged_at_cap_sends += other.backlogged_at_cap_sends;
+        self.service_sum_us = self.service_sum_us.saturating_add(other.service_sum_us);
+        for (mine, theirs) in self.by_request.iter_mut().zip(&other.by_request) {
+            add(&mut mine.latency, &theirs.latency);
+            add(&mut mine.ttfb, &theirs.ttfb);
+            add(&mut mine.error_latency, &theirs.error_latency);
+            mine.requests += theirs.requests;
+            mine.errors += theirs.errors;
+        }
+        for (index, theirs) in &other.intervals {
+            let mine = self
+                .intervals
+                .entry(*index)
+                .or_insert_with(|| IntervalRecording::new(*index));
+            add(&mut mine.latency, &theirs.latency);
+            add(&mut mine.ttfb, &theirs.ttfb);
+            add(&mut mine.errors, &theirs.errors);
+            add(&mut mine.send_lag, &theirs.send_lag);
+        }
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        for (status, count) in &other.status_counts {
+            *self.status_counts.entry(*status).or_insert(0) += count;
+        }
+        self.sends += other.sends;
+        self.generator_late_sends += other.generator_late_sends;
+        self.backlogged_sends += other.backlogged_sends;
+        self.warmup_requests += other.warmup_requests;
+        let widen = |a: Option<u64>, b: Option<u64>, f: fn(u64, u64) -> u64| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.first_measured_send_us = widen(
+            self.first_measured_send_us,
+            other.first_measured_send_us,
+            u64::min,
+        );
+        self.last_measured_send_us = widen(
+            self.last_measured_send_us,
+            other.last_measured_send_us,
+            u64::max,
+        );
+        self.last_measured_completion_us = widen(
+            self.last_measured_completion_us,
+            other.last_measured_completion_us,
+            u64::max,
+        );
+    }
+
     /// Writes the 1 s intervals (untagged: successes' latency; tags `ttfb`, `errors` and
     /// `send_lag`) in the HdrHistogram interval-log format. Values are microseconds; the max
     /// column is in ms. Empty `errors` histograms are left out.
@@ -332,18 +500,22 @@ impl Recording {
     }
 }
 
-/// Figures the progress display reads (updated by the collector once per batch).
+/// Figures the progress display reads (updated once per 1 s interval by each worker, or by the
+/// collector per sample batch).
 #[derive(Debug, Clone, Default)]
 pub struct LiveStats {
     pub completed: u64,
     pub errors: u64,
+    /// The interval the `recent_*` figures describe.
+    pub recent_interval: Option<u64>,
     /// p99 of the latest complete 1 s interval, µs.
     pub recent_p99_us: u64,
     /// Completions in the latest complete 1 s interval.
     pub recent_rate_per_sec: u64,
 }
 
-/// The collector thread: receives sample batches until every sender is gone.
+/// The collector thread: receives sample batches and workers' recordings until every sender is
+/// gone, and merges them.
 pub struct Collector {
     handle: std::thread::JoinHandle<Recording>,
     live: Arc<Mutex<LiveStats>>,
@@ -352,14 +524,16 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector; give each user a clone of the returned sender, then drop yours.
     /// `window_end_us`: the schedule's end from its start (completions after it are the drain).
-    pub fn start(
-        names: Vec<String>,
-        started: Instant,
-        window_end_us: u64,
-    ) -> (Collector, mpsc::Sender<Vec<Sample>>) {
-        let (tx, rx) = mpsc::channel::<Vec<Sample>>();
+    pub fn start(names: Vec<String>, started: Instant, window_end_us: u64) -> (Collector, Sink) {
+        let (tx, rx) = mpsc::channel::<Batch>();
         let live = Arc::new(Mutex::new(LiveStats::default()));
         let live_writer = Arc::clone(&live);
+        let sink = Sink {
+            tx,
+            names: names.clone().into(),
+            window_end_us,
+            live: Arc::clone(&live),
+        };
         let handle = std::thread::Builder::new()
             .name("apibench-collector".into())
             .spawn(move || {
@@ -368,6 +542,13 @@ impl Collector {
                 let mut completed = 0u64;
                 let mut errors = 0u64;
                 for batch in rx {
+                    let batch = match batch {
+                        Batch::Worker(worker) => {
+                            recording.merge(&worker);
+                            continue;
+                        }
+                        Batch::Samples(batch) => batch,
+                    };
                     for sample in &batch {
                         recording.record(sample);
                         completed += 1;
@@ -384,6 +565,7 @@ impl Collector {
                         live.completed = completed;
                         live.errors = errors;
                         if latest_complete.is_some() {
+                            live.recent_interval = latest_complete;
                             live.recent_p99_us = p99;
                             live.recent_rate_per_sec = rate;
                         }
@@ -400,7 +582,7 @@ impl Collector {
                 std::thread::spawn(move || Recording::new(&names_empty))
             }
         };
-        (Collector { handle, live }, tx)
+        (Collector { handle, live }, sink)
     }
 
     pub fn live(&self) -> Arc<Mutex<LiveStats>> {
@@ -494,6 +676,87 @@ mod tests {
             send_lag_us: 40,
             service_us: latency_us,
         }
+    }
+
+    #[test]
+    fn workers_recordings_merge_exactly_into_what_one_recorder_makes() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let samples: Vec<Sample> = (0..3_000u64)
+            .map(|i| {
+                let mut s = sample((i % 2) as u16, 100 + i * 37 % 9_000, i * 1_000, i < 500);
+                s.error = i % 11 == 0;
+                s.status = if s.error { 503 } else { 200 };
+                s.backlogged = i % 7 == 0;
+                s
+            })
+            .collect();
+        // Reference: one recorder sees every sample.
+        let mut one = Recording::new(&names);
+        one.window_end_us = 2_500_000;
+        for s in &samples {
+            one.record(s);
+        }
+        // Three workers each see every third sample, then the collector merges them.
+        let (collector, sink) = Collector::start(names.clone(), Instant::now(), 2_500_000);
+        let mut workers: Vec<WorkerRecorder> = (0..3).map(|_| sink.worker_recorder()).collect();
+        for (i, s) in samples.iter().enumerate() {
+            workers[i % 3].record(s);
+        }
+        let live = collector.live();
+        drop(workers);
+        drop(sink);
+        let merged = collector.finish();
+        assert_eq!(merged.latency, one.latency);
+        assert_eq!(merged.ttfb, one.ttfb);
+        assert_eq!(merged.error_latency, one.error_latency);
+        assert_eq!(merged.send_lag, one.send_lag);
+        assert_eq!(
+            (
+                merged.requests,
+                merged.errors,
+                merged.sends,
+                merged.warmup_requests
+            ),
+            (one.requests, one.errors, one.sends, one.warmup_requests)
+        );
+        assert_eq!(
+            (
+                merged.successes_in_window,
+                merged.drain_requests,
+                merged.backlogged_sends
+            ),
+            (
+                one.successes_in_window,
+                one.drain_requests,
+                one.backlogged_sends
+            )
+        );
+        assert_eq!(merged.status_counts, one.status_counts);
+        assert_eq!(merged.service_sum_us, one.service_sum_us);
+        assert_eq!(
+            (
+                merged.first_measured_send_us,
+                merged.last_measured_completion_us
+            ),
+            (one.first_measured_send_us, one.last_measured_completion_us)
+        );
+        assert_eq!(merged.intervals.len(), one.intervals.len());
+        for (index, interval) in &one.intervals {
+            let m = &merged.intervals[index];
+            assert_eq!(
+                (&m.latency, &m.errors, &m.send_lag),
+                (&interval.latency, &interval.errors, &interval.send_lag)
+            );
+        }
+        for (m, o) in merged.by_request.iter().zip(&one.by_request) {
+            assert_eq!(
+                (m.requests, m.errors, &m.latency),
+                (o.requests, o.errors, &o.latency)
+            );
+        }
+        // The live figures saw every completed interval's counts.
+        let live = live.lock().expect("live").clone();
+        assert!(live.completed > 0 && live.completed <= 3_000, "{live:?}");
     }
 
     #[test]

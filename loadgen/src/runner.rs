@@ -574,7 +574,7 @@ impl Phase<'_> {
         plan: &SchedulePlan,
         phase_salt: u64,
         collector: Collector,
-        sink: std::sync::mpsc::Sender<Vec<crate::recorder::Sample>>,
+        sink: crate::recorder::Sink,
         cancel: watch::Receiver<bool>,
     ) -> (Recording, Result<engine::EngineOutcome, EngineError>) {
         let scenario = self.scenario;

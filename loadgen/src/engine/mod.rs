@@ -3,10 +3,16 @@
 //!
 //! How goose is embedded: one scenario with one transaction, and the transaction *is* the user's
 //! whole life: take a
-//! slot from the shared [`Schedule`], wait for it with the user's own [`PreciseTimer`](crate::pacer::PreciseTimer) (a timerfd:
-//! tens of µs, not tokio's 1 ms tick), send with the user's own
-//! `reqwest` client (`user.client`), read the whole body, hand a [`Sample`] to its
-//! [`UserRecorder`], repeat until the schedule (open) or the deadline (closed) is exhausted.
+//! slot from its worker's lane of the shared [`Schedule`], wait for it on the worker's
+//! [`GridPacer`] (one timerfd per worker: tens of µs, not tokio's 1 ms tick), send on the user's
+//! own HTTP/1.1 connection ([`http`]), read the whole body, record a [`Sample`] into its worker's
+//! [`WorkerRecorder`], repeat until the schedule (open) or the deadline (closed) is exhausted.
+//!
+//! Where users run: [`workers`] starts `generator_threads` single-threaded runtimes; goose's
+//! user task spawns the user's life on worker `user mod N` and waits for it, so goose still owns
+//! launching and stopping users while every request, timer and connection of a user stays on one
+//! thread. Worker `w` takes slots `w, w + N, …` (its lane) and has its own growth, busy count,
+//! cancellation copy and pacer: nothing on the send path is written by two threads.
 //!
 //! The generator's own error is measured, never charged to the server: each send's *lag* (actual
 //! send − the moment it could have gone, `max(due, user free)`) is recorded apart and subtracted
@@ -35,8 +41,8 @@
 pub mod http;
 pub mod workers;
 
-use crate::pacer::PreciseTimer;
-use crate::recorder::{Sample, UserRecorder, new_histogram, record_clamped};
+use crate::pacer::GridPacer;
+use crate::recorder::{Sample, Sink, WorkerRecorder, new_histogram, record_clamped};
 use crate::scenario::{LoadModel, RequestSpec};
 use crate::schedule::{self, Schedule, SchedulePlan};
 use crate::template::{RenderContext, SharedTemplateState};
@@ -46,8 +52,8 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use workers::{CpuList, Workers};
@@ -104,7 +110,7 @@ pub struct LoadPlan {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {
-    /// A timerfd per user ([`PreciseTimer`](crate::pacer::PreciseTimer)): tens of microseconds.
+    /// One timerfd per worker ([`GridPacer`](crate::pacer::GridPacer)): tens of microseconds.
     #[default]
     Precise,
     /// tokio's timer wheel: rounds every sleep up to the next millisecond (the old behaviour).
@@ -162,7 +168,6 @@ struct Shared {
     next_user: AtomicU64,
     /// One per worker thread.
     lanes: Vec<WorkerLane>,
-    sink: std::sync::Mutex<Option<mpsc::Sender<Vec<Sample>>>>,
     /// Goose users (by `weighted_users_index`) whose life is over.
     finished_users: std::sync::Mutex<std::collections::HashSet<usize>>,
 }
@@ -178,14 +183,35 @@ struct WorkerLane {
     peak_busy_users: AtomicUsize,
     /// This worker's copy of the cancellation (a worker-local waiter list).
     cancel: watch::Sender<bool>,
+    /// The worker's one timerfd for every precise wait on it (made on the worker's runtime by
+    /// the first wait; `None` inside: no timerfd, tokio's timer instead).
+    pacer: std::sync::OnceLock<Option<Arc<GridPacer>>>,
+    /// The worker's recording: its users record inline (only this worker's thread locks it);
+    /// taken and handed to the collector when the phase ends.
+    recorder: std::sync::Mutex<Option<WorkerRecorder>>,
+}
+
+impl WorkerLane {
+    /// Waits until `due` with the plan's timer (call on this lane's worker).
+    async fn sleep_until(&self, timer: Timer, due: Instant) {
+        let pacer = match timer {
+            Timer::Precise => self.pacer.get_or_init(GridPacer::start).as_ref(),
+            Timer::Tokio => None,
+        };
+        match pacer {
+            Some(pacer) => pacer.sleep_until(due).await,
+            None => tokio::time::sleep_until(due.into()).await,
+        }
+    }
 }
 
 /// Runs one load phase against `base_url` until the plan is done or `cancel` turns true.
-/// Samples go to `sink`; it is dropped when every user has finished.
+/// Each worker records into its own recorder from `sink`; they (and `sink`) are handed back to
+/// the collector when every user has finished.
 pub async fn run(
     plan: LoadPlan,
     base_url: &str,
-    sink: mpsc::Sender<Vec<Sample>>,
+    sink: Sink,
     cancel: watch::Receiver<bool>,
     schedule_started: Option<tokio::sync::oneshot::Sender<Instant>>,
 ) -> Result<EngineOutcome, EngineError> {
@@ -222,6 +248,8 @@ pub async fn run(
             busy_users: AtomicUsize::new(0),
             peak_busy_users: AtomicUsize::new(0),
             cancel: watch::channel(false).0,
+            pacer: std::sync::OnceLock::new(),
+            recorder: std::sync::Mutex::new(Some(sink.worker_recorder())),
         })
         .collect();
     let shared = Arc::new(Shared {
@@ -232,7 +260,6 @@ pub async fn run(
         plan,
         cumulative_weights,
         next_user: AtomicU64::new(0),
-        sink: std::sync::Mutex::new(Some(sink)),
         finished_users: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
 
@@ -338,10 +365,14 @@ pub async fn run(
             let _ = probe_lag.add(&lag);
         }
     }
-    // Every user has returned: drop the last sender so the collector can finish.
-    if let Ok(mut sink) = shared.sink.lock() {
-        sink.take();
+    // Every user has returned: each worker's recording goes to the collector, and with the
+    // last sender gone it can finish.
+    for lane in &shared.lanes {
+        if let Ok(mut recorder) = lane.recorder.lock() {
+            recorder.take();
+        }
     }
+    drop(sink);
     // The workers' tasks are all done: stopping them is joining idle threads.
     if let Ok(workers) = Arc::try_unwrap(workers) {
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
@@ -373,8 +404,8 @@ struct Growth {
     done: bool,
 }
 
-/// The runtime probe of worker `worker`: sleeps [`PROBE_PERIOD`] at a time on a precise timer on
-/// the users' runtime and records how late it wakes, after the warm-up, until the users are done.
+/// The runtime probe of worker `worker`: sleeps [`PROBE_PERIOD`] at a time on the worker's own
+/// pacer (the path every send waits on) and records how late it wakes, after the warm-up, until the users are done.
 async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
     let mut lag = new_histogram();
     let Some(lane) = shared.lanes.get(worker) else {
@@ -383,10 +414,9 @@ async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
     let mut done = lane.growth.subscribe();
     let warmup = shared.plan.schedule.warmup();
     let mut due = Instant::now() + PROBE_PERIOD;
-    let mut timer = PreciseTimer::new();
     loop {
         tokio::select! {
-            () = timer.sleep_until(due) => {}
+            () = lane.sleep_until(Timer::Precise, due) => {}
             _ = done.wait_for(|g| g.done) => break,
         }
         let now = Instant::now();
@@ -418,10 +448,6 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
     let Some(lane) = shared.lanes.get(worker) else {
         return;
     };
-    let Some(sink) = shared.sink.lock().ok().and_then(|s| s.clone()) else {
-        return;
-    };
-    let mut recorder = UserRecorder::new(sink);
     // A dormant user (beyond `users`) waits until the load grows to it, or the schedule ends.
     if local >= lane.max_users {
         return;
@@ -443,7 +469,6 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
     let mut cancelled = pin!(cancelled);
     let plan = &shared.plan;
     let mut render = RenderContext::new(plan.seed, user_index, Arc::clone(&plan.templates));
-    let mut timer = PreciseTimer::new();
     let start = shared.schedule.start();
     let warmup_end = start + plan.schedule.warmup();
     let closed_deadline = start + plan.schedule.end_offset();
@@ -503,16 +528,10 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
         };
         first = false;
         if due > Instant::now() {
-            let wait = async {
-                match plan.timer {
-                    Timer::Precise => timer.sleep_until(due).await,
-                    Timer::Tokio => tokio::time::sleep_until(due.into()).await,
-                }
-            };
             tokio::select! {
                 biased;
                 () = &mut cancelled => break,
-                () = wait => {}
+                () = lane.sleep_until(plan.timer, due) => {}
             }
         }
         let sent_at = Instant::now();
@@ -587,7 +606,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                 (0, true, true)
             }
         };
-        recorder.push(Sample {
+        let sample = Sample {
             request: u16::try_from(request_index).unwrap_or(u16::MAX),
             latency_us: micros(completed_at.saturating_duration_since(latency_origin)),
             ttfb_us: headers_at.map(|at| micros(at.saturating_duration_since(latency_origin))),
@@ -602,10 +621,14 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             backlogged_at_cap,
             send_lag_us: micros(send_lag),
             service_us: micros(completed_at.saturating_duration_since(sent_at)),
-        });
+        };
+        if let Ok(mut recorder) = lane.recorder.lock()
+            && let Some(recorder) = recorder.as_mut()
+        {
+            recorder.record(&sample);
+        }
         user_free_at = completed_at;
     }
-    recorder.flush();
 }
 
 fn micros(d: Duration) -> u64 {
