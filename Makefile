@@ -9,7 +9,7 @@ SCENARIO ?= scenarios/quick.toml
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 RELEASE  := $(TARGET_DIR)/release
 
-.PHONY: help bench bench-check bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
+.PHONY: help bench calibrate bench-check bench-ci test test-rust test-node test-parity lint fmt api build-release node-deps microbench clean-reports
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,13 @@ node-deps: ## install the Node.js baseline's packages (npm ci)
 	  cd baselines/node && npm ci --no-audit --no-fund --loglevel=error; fi
 
 bench: build-release ## run $(SCENARIO) (default: the migration techniques against each other) and write a report
+	@# The first run on a machine measures the generator's own ceiling (~20 s) so `run` can warn
+	@# when a scenario's rate comes near it; later runs reuse ~/.cache/apibench/calibration.json.
+	$(RELEASE)/apibench calibrate --quick --if-missing
 	$(RELEASE)/apibench run $(SCENARIO)
+
+calibrate: build-release ## measure the generator's ceiling per core (~40 s); `run` warns above 70 % of it
+	$(RELEASE)/apibench calibrate
 
 CI_RUN ?= reports/ci-smoke
 # 3 repetitions: with one, the A/A study in the README called a regression in 2 of 10 same-commit

@@ -144,6 +144,11 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub quick: bool,
 
+    /// Do nothing when the file already holds a calibration of this machine (same hostname and
+    /// CPU): what `make bench` uses, so only the first run pays for it
+    #[arg(long)]
+    pub if_missing: bool,
+
     /// Never try a rate above this (req/s); passing here ends the search (a lower bound)
     #[arg(long, value_name = "RATE", default_value_t = 1_000_000.0)]
     pub max_rate: f64,

@@ -113,6 +113,22 @@ fn calibrate(
         );
         return Ok(EXIT_BAD_INPUT);
     };
+    if args.if_missing {
+        match calibrate::load(&out) {
+            Ok(existing) if existing.machine.same_as(&calibrate::Machine::current()) => {
+                if !args.quiet {
+                    eprintln!(
+                        "calibrate: {} already holds this machine's calibration ({}, {:.0}/s per core); skipped (--if-missing)",
+                        out.display(),
+                        existing.created_at,
+                        existing.ceiling_per_core_rps
+                    );
+                }
+                return Ok(EXIT_OK);
+            }
+            _ => {}
+        }
+    }
     let server_program =
         std::env::current_exe().context("finding the apibench executable to start its server")?;
     let progress = (!args.quiet)
