@@ -179,10 +179,10 @@ fn run_info(
     scenario: &Scenario,
     variants: &[VariantSpec],
     opts: &RunOptions,
+    generator: &Generator,
     started_at: &str,
 ) -> RunInfo {
     let load = &scenario.load;
-    let generator = Generator::choose(opts, load);
     RunInfo {
         schema_version: results::SCHEMA_VERSION,
         apibench_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -318,8 +318,8 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         "{:08x}",
         rand::random::<u32>() ^ std::process::id().rotate_left(16)
     );
-    let mut info = run_info(&scenario, &variants, &opts, &started_at);
     let generator = Generator::choose(&opts, &scenario.load);
+    let mut info = run_info(&scenario, &variants, &opts, &generator, &started_at);
     info.load.generator_warning = calibration_warning(&scenario, &generator);
     if let Some(text) = &info.load.generator_warning {
         output::warn(text);
