@@ -125,6 +125,59 @@ fn a_quick_calibration_writes_a_sane_calibration_json_where_apibench_calibration
         calibrate::rate_warning(&c, 0.9 * c.ceiling_per_core_rps, 1).expect("a warning above 70 %");
     assert!(warning.contains(&path.display().to_string()), "{warning}");
     assert!(!warning.contains("another machine"), "{warning}");
+
+    // `--if-missing` (what `make bench` runs): this machine's file is there, nothing is redone.
+    let again = Command::new(env!("CARGO_BIN_EXE_apibench"))
+        .args(["calibrate", "--quick", "--if-missing"])
+        .env("APIBENCH_CALIBRATION", &path)
+        .output()
+        .expect("apibench runs");
+    let again_err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{again_err}");
+    assert!(again_err.contains("skipped (--if-missing)"), "{again_err}");
+    assert_eq!(
+        calibrate::load(&path).expect("still there").created_at,
+        c.created_at,
+        "--if-missing rewrote the file"
+    );
+
+    // And `apibench run` itself: a scenario at 90 % of the ceiling for its one generator CPU
+    // warns on stderr (even with --quiet) and records the warning in run.json.
+    let rate = (0.9 * c.ceiling_per_core_rps).max(100.0).round();
+    let scenario = dir.path().join("near-ceiling.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"near-ceiling\"\n[load]\nrate_per_sec = {rate}\nduration = \"300ms\"\nusers = 4\ntimeout = \"200ms\"\n\
+             [target]\nkind = \"url\"\nurl = \"http://127.0.0.1:9\"\n[[requests]]\nname = \"root\"\npath = \"/\"\n"
+        ),
+    )
+    .expect("scenario written");
+    let first_cpu = c.generator_cpus.cpus()[0].to_string();
+    let out = dir.path().join("near-ceiling-run");
+    let run = Command::new(env!("CARGO_BIN_EXE_apibench"))
+        .args(["run", "--quiet", "--generator-cpus", &first_cpu, "--out"])
+        .arg(&out)
+        .arg(&scenario)
+        .env("APIBENCH_CALIBRATION", &path)
+        .output()
+        .expect("apibench runs");
+    let run_err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run_err.contains("apibench: warning:") && run_err.contains(&path.display().to_string()),
+        "no calibration warning:\n{run_err}"
+    );
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("run.json")).expect("run.json written"),
+    )
+    .expect("run.json is JSON");
+    assert!(
+        info["load"]["generator_warning"].is_string(),
+        "{}",
+        info["load"]
+    );
+    assert_eq!(info["load"]["generator_cpus"], first_cpu.as_str());
+    assert_eq!(info["load"]["generator_threads"], 1);
 }
 
 #[test]
