@@ -573,8 +573,8 @@ impl Phase<'_> {
         running: &target::RunningTarget,
         plan: &SchedulePlan,
         phase_salt: u64,
-        collector: Collector,
-        sink: crate::recorder::Sink,
+        (collector, sink): (Collector, crate::recorder::Sink),
+        window: Option<sampler::MeasuredWindow>,
         cancel: watch::Receiver<bool>,
     ) -> (Recording, Result<engine::EngineOutcome, EngineError>) {
         let scenario = self.scenario;
@@ -603,7 +603,17 @@ impl Phase<'_> {
                 seq: AtomicU64::new(1),
             }),
         };
-        let outcome = engine::run(load, &running.base_url, sink, cancel, None).await;
+        // The sampler's CPU means start when the warm-up ends (start-up is not the load's cost).
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let warmup = plan.warmup();
+        let mark = tokio::spawn(async move {
+            if let (Ok(start), Some(window)) = (started_rx.await, window) {
+                tokio::time::sleep_until((start + warmup).into()).await;
+                window.starts_now();
+            }
+        });
+        let outcome = engine::run(load, &running.base_url, sink, cancel, Some(started_tx)).await;
+        mark.abort();
         let recording = tokio::task::spawn_blocking(move || collector.finish())
             .await
             .unwrap_or_else(|_| {
@@ -659,8 +669,9 @@ impl Phase<'_> {
         let progress =
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
         let sampler = Sampler::start(self.watched(running), None).ok();
+        let window = sampler.as_ref().map(Sampler::measured_window);
         let (recording, outcome) = self
-            .drive(running, &plan, salt, collector, sink, cancel)
+            .drive(running, &plan, salt, (collector, sink), window, cancel)
             .await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let (outcome, progress) = finished_or_failed(outcome, progress)?;
@@ -790,7 +801,10 @@ impl Phase<'_> {
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
         // Node's GC counters before and after the measured phase; the difference is the run's.
         let gc_before = self.gc_totals(running).await;
-        let (recording, outcome) = self.drive(running, &plan, 0, collector, sink, cancel).await;
+        let window = sampler.as_ref().map(Sampler::measured_window);
+        let (recording, outcome) = self
+            .drive(running, &plan, 0, (collector, sink), window, cancel)
+            .await;
         let gc_after = self.gc_totals(running).await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let (outcome, progress) = finished_or_failed(outcome, progress)?;

@@ -89,8 +89,27 @@ pub struct Watched {
 /// A running sampler: its own OS thread, stopped by [`Sampler::stop`].
 #[derive(Debug)]
 pub struct Sampler {
-    stop_tx: mpsc::Sender<()>,
+    stop_tx: mpsc::Sender<Control>,
     thread: JoinHandle<ResourceSummary>,
+}
+
+/// What the sampler thread is told.
+enum Control {
+    Stop,
+    /// CPU means count from here on (the warm-up is over); RSS peaks keep every sample.
+    MeasureFromNow,
+}
+
+/// Tells a running sampler that the measured window starts now (clonable, cheap).
+#[derive(Clone)]
+pub struct MeasuredWindow(mpsc::Sender<Control>);
+
+impl MeasuredWindow {
+    /// CPU means from here on: start-up and warm-up (connections, users launched) are not the
+    /// load's steady cost. A sampler already gone ignores it.
+    pub fn starts_now(&self) {
+        let _ = self.0.send(Control::MeasureFromNow);
+    }
 }
 
 impl Sampler {
@@ -105,11 +124,16 @@ impl Sampler {
         Ok(Sampler { stop_tx, thread })
     }
 
+    /// A handle that restarts the CPU means when the measured window begins.
+    pub fn measured_window(&self) -> MeasuredWindow {
+        MeasuredWindow(self.stop_tx.clone())
+    }
+
     /// Stops the thread (promptly, not after a full period) and returns the aggregates. Blocks the
     /// caller only for a sample already in progress.
     pub fn stop(self) -> ResourceSummary {
         // A send can only fail when the thread is already gone; join tells what happened.
-        let _ = self.stop_tx.send(());
+        let _ = self.stop_tx.send(Control::Stop);
         match self.thread.join() {
             Ok(summary) => summary,
             Err(_) => {
@@ -592,6 +616,8 @@ struct Accumulator {
     rss_peak: u64,
     cpu_sum: f64,
     n: u64,
+    /// Samples in `cpu_sum` (since the measured window began, when it was marked).
+    cpu_n: u64,
 }
 
 impl Accumulator {
@@ -599,12 +625,13 @@ impl Accumulator {
         self.rss_peak = self.rss_peak.max(s.rss_bytes);
         self.cpu_sum += s.cpu_percent;
         self.n += 1;
+        self.cpu_n += 1;
     }
     fn peak(&self) -> Option<u64> {
         (self.n > 0).then_some(self.rss_peak)
     }
     fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.cpu_sum / self.n as f64)
+        (self.cpu_n > 0).then(|| self.cpu_sum / self.cpu_n as f64)
     }
 }
 
@@ -621,6 +648,14 @@ struct Totals {
 }
 
 impl Totals {
+    /// Forgets the CPU samples so far (the means then cover the measured window only).
+    fn restart_cpu_means(&mut self) {
+        for accumulator in [&mut self.target, &mut self.postgres, &mut self.generator] {
+            accumulator.cpu_sum = 0.0;
+            accumulator.cpu_n = 0;
+        }
+    }
+
     fn add(&mut self, round: &Round) {
         if let Some(t) = &round.target {
             self.target.add(t);
@@ -665,7 +700,7 @@ impl Totals {
 fn sampling_loop(
     watched: Watched,
     mut csv: Option<CsvSink>,
-    stop_rx: &mpsc::Receiver<()>,
+    stop_rx: &mpsc::Receiver<Control>,
 ) -> ResourceSummary {
     let started = Instant::now();
     let mut trees = Trees::new(watched);
@@ -676,8 +711,12 @@ fn sampling_loop(
         let wait = next_round.saturating_duration_since(Instant::now());
         match stop_rx.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Control::MeasureFromNow) => {
+                totals.restart_cpu_means();
+                continue;
+            }
             // Told to stop, or the `Sampler` was dropped.
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
         if let Some(round) = trees.round(now) {
@@ -699,6 +738,34 @@ fn sampling_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_means_cover_the_measured_window_and_rss_peaks_every_sample() {
+        let sample = |rss_bytes, cpu_percent| TreeSample {
+            rss_bytes,
+            cpu_percent,
+            processes: 1,
+        };
+        let round = |rss, cpu| Round {
+            target: None,
+            target_rss_hwm_bytes: None,
+            postgres: None,
+            postgres_pss_bytes: None,
+            generator: sample(rss, cpu),
+            generator_rss_hwm_bytes: None,
+        };
+        let mut totals = Totals::default();
+        // Start-up: users launched, connections opened — busy, and the biggest RSS.
+        totals.add(&round(900, 100.0));
+        totals.add(&round(500, 80.0));
+        totals.restart_cpu_means();
+        totals.add(&round(400, 20.0));
+        totals.add(&round(400, 40.0));
+        let summary = totals.summary();
+        assert_eq!(summary.generator_cpu_mean_percent, Some(30.0));
+        assert_eq!(summary.generator_rss_peak_bytes, Some(900));
+        assert_eq!(summary.samples, 4);
+    }
 
     fn stat(pid: u32, ppid: u32, ticks: u64, reaped_children_ticks: u64) -> ProcStat {
         ProcStat {
