@@ -94,12 +94,13 @@ fn a_quick_calibration_writes_a_sane_calibration_json_where_apibench_calibration
         .fold(f64::MIN, f64::max);
     assert_eq!(highest_pass, c.ceiling_rps, "{text}");
     if c.limited_by == LimitedBy::Generator {
-        let last_failing = search
-            .iter()
-            .rev()
-            .find(|s| s.outcome == "generator_bound")
-            .expect("a generator-bound step bounds a generator-limited ceiling");
-        assert!(last_failing.target_rate_per_sec > c.ceiling_rps, "{text}");
+        // (A failure at a lower rate may have been run again and passed: a stall, not the limit.)
+        assert!(
+            search
+                .iter()
+                .any(|s| s.outcome == "generator_bound" && s.target_rate_per_sec > c.ceiling_rps),
+            "a generator-bound step above the ceiling bounds it: {text}"
+        );
         assert!(c.resolution_rps.is_some_and(|r| r > 0.0), "{text}");
     }
     for step in &c.steps {
