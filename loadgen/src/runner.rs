@@ -87,6 +87,8 @@ pub struct RunOptions {
     pub generator_threads: Option<u32>,
     /// `--generator-cpus`: the CPUs the generator's workers are pinned to.
     pub generator_cpus: Option<engine::workers::CpuList>,
+    /// Do not read the generator's calibration (no warning): `apibench calibrate`'s own runs.
+    pub ignore_calibration: bool,
 }
 
 /// What a run produced.
@@ -320,7 +322,9 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     );
     let generator = Generator::choose(&opts, &scenario.load);
     let mut info = run_info(&scenario, &variants, &opts, &generator, &started_at);
-    info.load.generator_warning = calibration_warning(&scenario, &generator);
+    if !opts.ignore_calibration {
+        info.load.generator_warning = calibration_warning(&scenario, &generator);
+    }
     if let Some(text) = &info.load.generator_warning {
         output::warn(text);
     }

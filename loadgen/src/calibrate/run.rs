@@ -351,6 +351,8 @@ impl Session<'_> {
                 repeat: 1,
                 generator_threads: Some(generator_threads),
                 generator_cpus: Some(self.placement.generator_cpus.clone()),
+                // Measuring the ceiling: an older calibration has nothing to say about it.
+                ignore_calibration: true,
                 command_line: vec![
                     "apibench".into(),
                     "calibrate".into(),
