@@ -3,10 +3,12 @@
 //! Flow of `apibench run` ([`runner`]): [`scenario`] parses and validates the TOML (every error
 //! names file:line:column and the field) → [`database`] provisions Postgres once, migrates and
 //! seeds a template, and clones it per variant → [`target`] starts the API or Node baseline (or
-//! uses a URL) → [`engine`] drives goose users on the shared [`schedule`] (open model) or back to
-//! back (closed), waiting for each send with the [`pacer`] (precise to tens of µs), rendering
-//! [`template`]s and timing each request itself → [`recorder`] collects samples into HDR
-//! histograms (successes, errors and the generator's own send lag apart) and the interval log,
+//! uses a URL) → [`engine`] runs goose users on `generator_threads` single-threaded workers
+//! ([`engine::workers`]), each with its lane of the shared [`schedule`] (open model) or back to
+//! back (closed), waiting for each send on its worker's [`pacer`] (precise to tens of µs),
+//! rendering [`template`]s and sending on the user's own HTTP/1.1 connection ([`engine::http`]),
+//! timing each request itself → [`recorder`]: each worker records into its own HDR histograms
+//! (successes, errors and the generator's own send lag apart), merged exactly into the interval log,
 //! while [`sampler`] reads `/proc` every 250 ms on its own thread → [`verdict`] decides whose
 //! numbers they are (valid / saturated / invalid, with the evidence) → [`results`] (the on-disk
 //! schema) and [`output`] (progress bars, the summary table).

@@ -1,6 +1,6 @@
 //! The calibration itself: choose the CPUs, start the hello server on its own (as a child
 //! process), search for the generator's ceiling with short fixed-rate runs through the ordinary
-//! [`runner`](crate::runner), measure the send lag at 25 / 50 / 75 % of it, write the file.
+//! [`crate::runner`], measure the send lag at 25 / 50 / 75 % of it, write the file.
 //!
 //! Every run is a real `apibench run` of a generated one-request scenario, so the verdict that
 //! decides "valid" here is the one every user run gets. It must never leave the server running
