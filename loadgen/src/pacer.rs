@@ -2,19 +2,20 @@
 //! cannot keep it — it rounds every sleep *up* to the next millisecond tick, which measured here
 //! put ~1.1 ms of the generator's own lag into every send at 20 000 req/s.
 //!
-//! A [`PreciseTimer`] is one Linux `timerfd` (`CLOCK_MONOTONIC`, an hrtimer the kernel fires
-//! without timer slack) registered with the runtime's own reactor (`AsyncFd`): arming it is one
-//! syscall, its expiry wakes the waiting task through the same `epoll` the runtime already
-//! polls for sockets, and the read that consumes it is one more. No extra thread, no
-//! cross-thread wake-up, no spinning. Each user owns one, so waits never contend.
+//! A [`GridPacer`] is one Linux `timerfd` per generator worker (`CLOCK_MONOTONIC`, an hrtimer the
+//! kernel fires without timer slack) registered with the worker's own reactor (`AsyncFd`), shared
+//! by every wait on that worker: a wait is an entry in an ordered map, the timerfd is armed for
+//! the earliest one, and a driver task wakes whatever is due. No extra thread, no cross-thread
+//! wake-up, no spinning, and no syscall per send (one `timerfd_settime` + one `read` per grid
+//! step that fires).
 //!
-//! An earlier design — one pacer thread with a heap of wakers — was as precise but cost a
-//! context switch per send: on a generator pinned to one CPU it took 100 % of the core at
-//! 20 000 req/s where tokio's timer took 73 % (README, "The generator's own error").
+//! Designs measured and dropped: one pacer *thread* with a heap of wakers (a context switch per
+//! send: 100 % of a core at 20 000 req/s where tokio's timer took 73 %), and one timerfd per user
+//! (three syscalls and an `epoll` entry per send; README, "The generator's own error").
 //!
-//! Expiries are rounded *up* to a [`TIMER_GRID`] of 250 µs on the monotonic clock: timers due
-//! in the same 250 µs fire together and one `epoll` wake-up serves them all, so the runtime wakes
-//! at most 4 000 times a second whatever the rate. A send is then at most 250 µs late by design
+//! Expiries are rounded *up* to a [`TIMER_GRID`] of 250 µs on the monotonic clock: waits due
+//! in the same 250 µs fire together and one wake-up serves them all, so a worker wakes at most
+//! 4 000 times a second whatever the rate. A send is then at most 250 µs late by design
 //! (≈ 125 µs on average), recorded as send lag, never charged to the server. Why not finer: on
 //! the development VM every wake-up from idle costs ~50 µs of CPU; a 100 µs grid took the
 //! generator from 37 % (tokio's timer) to 77 % of a core at 10 000 req/s (README).
@@ -57,89 +58,11 @@ impl AsRawFd for Fd {
     }
 }
 
-/// One task's precise timer (create it inside the runtime that will await it).
-pub struct PreciseTimer {
-    fd: Option<AsyncFd<Fd>>,
-}
-
-impl Default for PreciseTimer {
-    fn default() -> PreciseTimer {
-        PreciseTimer::new()
-    }
-}
-
-impl PreciseTimer {
-    /// A timerfd on the current runtime's reactor; tokio's timer when that fails.
-    // `AsyncFd::new` is deprecated for I/O safety in favour of the `unsafe` `register`, which
-    // this workspace forbids. The contract holds here: `Fd` owns its `OwnedFd` for the whole
-    // life of the `AsyncFd` and always returns that same descriptor.
-    #[allow(deprecated)]
-    pub fn new() -> PreciseTimer {
-        let fd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|t| AsyncFd::new(Fd(t)));
-        match fd {
-            Ok(fd) => PreciseTimer { fd: Some(fd) },
-            Err(e) => {
-                tracing::warn!("no timerfd ({e}); sends wait on tokio's 1 ms timer");
-                PreciseTimer { fd: None }
-            }
-        }
-    }
-
-    /// Whether waits are precise (a timerfd) rather than tokio's timer.
-    pub fn is_precise(&self) -> bool {
-        self.fd.is_some()
-    }
-
-    /// Completes at `due` (at once when it has passed), never before it. Cancel-safe: a wait
-    /// dropped half-way leaves the timer armed, and the next wait re-arms it.
-    pub async fn sleep_until(&mut self, due: Instant) {
-        loop {
-            let now = Instant::now();
-            if now >= due {
-                return;
-            }
-            let Some(fd) = &self.fd else {
-                tokio::time::sleep_until(due.into()).await;
-                continue;
-            };
-            let fire_at = on_grid(due);
-            let armed = fd.get_ref().0.set(
-                Expiration::OneShot(TimeSpec::from_duration(fire_at - now)),
-                TimerSetTimeFlags::empty(),
-            );
-            if armed.is_err() || !wait_for_expiry(fd).await {
-                // The kernel refused; never again for this timer.
-                self.fd = None;
-            }
-        }
-    }
-}
-
-/// Waits until the armed timerfd has expired (true), or it failed (false).
-async fn wait_for_expiry(fd: &AsyncFd<Fd>) -> bool {
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return false;
-        };
-        // EAGAIN (a stale readiness from an earlier, abandoned wait) clears it and waits again.
-        match guard.try_io(|inner| inner.get_ref().0.wait().map_err(std::io::Error::from)) {
-            Ok(Ok(())) => return true,
-            Ok(Err(_)) => return false,
-            Err(_would_block) => continue,
-        }
-    }
-}
-
 /// One timerfd per worker thread, shared by every wait on it: a wait is an entry in an ordered
 /// map (due on the grid → the waiting task's waker), and the timerfd is armed for the earliest
 /// entry only. A driver task on the same runtime reads each expiry and wakes every entry that is
 /// due. Per send that is a map insert and a local wake — no syscall; per grid step that fires,
-/// one `timerfd_settime` and one `read`. (A [`PreciseTimer`] per user cost three syscalls per
+/// one `timerfd_settime` and one `read`. (A timerfd per user cost three syscalls per
 /// send and an `epoll` entry per user; at 30 000 sends/s on one core that was a third of the
 /// generator's CPU.)
 ///
@@ -161,7 +84,10 @@ struct GridState {
 impl GridPacer {
     /// A pacer on the current runtime (call from inside it): its timerfd is registered with this
     /// runtime's reactor and its driver task spawned here. `None` when no timerfd can be made.
-    #[allow(deprecated)] // see `PreciseTimer::new`: `Fd` owns its descriptor for the AsyncFd's life
+    // `AsyncFd::new` is deprecated for I/O safety in favour of the `unsafe` `register`, which
+    // this workspace forbids. The contract holds here: `Fd` owns its `OwnedFd` for the whole
+    // life of the `AsyncFd` and always returns that same descriptor.
+    #[allow(deprecated)]
     pub fn start() -> Option<std::sync::Arc<GridPacer>> {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
@@ -357,17 +283,6 @@ mod tests {
         pacer.sleep_until(Instant::now()).await;
     }
 
-    #[tokio::test]
-    async fn never_wakes_before_its_instant() {
-        let mut timer = PreciseTimer::new();
-        assert!(timer.is_precise(), "timerfd works on Linux");
-        for step_us in [0u64, 50, 300, 1_500, 20] {
-            let due = Instant::now() + Duration::from_micros(step_us);
-            timer.sleep_until(due).await;
-            assert!(Instant::now() >= due, "woke before {step_us} µs");
-        }
-    }
-
     #[test]
     fn the_grid_never_rounds_down_and_adds_at_most_one_step() {
         let base = Instant::now();
@@ -381,39 +296,5 @@ mod tests {
         let a = on_grid(base + Duration::from_micros(1_010));
         assert_eq!(on_grid(a), a);
         assert_eq!(on_grid(a - Duration::from_micros(1)), a);
-    }
-
-    #[tokio::test]
-    async fn many_timers_all_complete_after_their_instants() {
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for i in (0..50u64).rev() {
-            let due = start + Duration::from_micros(200 * i + 500);
-            tasks.push(tokio::spawn(async move {
-                let mut timer = PreciseTimer::new();
-                timer.sleep_until(due).await;
-                (due, Instant::now())
-            }));
-        }
-        for task in tasks {
-            let (due, woke) = task.await.expect("task ran");
-            assert!(woke >= due);
-        }
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_wait_does_not_confuse_the_next() {
-        let mut timer = PreciseTimer::new();
-        // Abandoned before it fires, then let it fire unread: the next wait must still wait.
-        let abandoned = tokio::time::timeout(
-            Duration::from_millis(1),
-            timer.sleep_until(Instant::now() + Duration::from_millis(20)),
-        )
-        .await;
-        assert!(abandoned.is_err());
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let due = Instant::now() + Duration::from_millis(2);
-        timer.sleep_until(due).await;
-        assert!(Instant::now() >= due);
     }
 }
