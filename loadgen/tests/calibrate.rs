@@ -9,12 +9,25 @@ fn a_quick_calibration_writes_a_sane_calibration_json_where_apibench_calibration
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cache").join("calibration.json");
     let runs = dir.path().join("runs");
-    let output = Command::new(env!("CARGO_BIN_EXE_apibench"))
-        .args(["calibrate", "--quick", "--quiet", "--keep-runs"])
-        .arg(&runs)
-        .env("APIBENCH_CALIBRATION", &path)
-        .output()
-        .expect("apibench runs");
+    let calibrate = || {
+        let _ = std::fs::remove_dir_all(&runs);
+        Command::new(env!("CARGO_BIN_EXE_apibench"))
+            .args(["calibrate", "--quick", "--quiet", "--keep-runs"])
+            .arg(&runs)
+            .env("APIBENCH_CALIBRATION", &path)
+            .output()
+            .expect("apibench runs")
+    };
+    let mut output = calibrate();
+    // A debug build on a machine busy with something else (a parallel build) can find no valid
+    // rate at all — its runtime probe is late whatever the rate, and exit 3 says so. Once more
+    // decides; a second failure fails the test.
+    if output.status.code() == Some(3)
+        && String::from_utf8_lossy(&output.stderr).contains("was valid")
+    {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        output = calibrate();
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
