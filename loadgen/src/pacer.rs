@@ -106,7 +106,7 @@ impl GridPacer {
             fd,
             state: std::sync::Mutex::new(GridState::default()),
         });
-        tokio::spawn(drive(std::sync::Arc::downgrade(&pacer)));
+        tokio::spawn(drive(std::sync::Arc::clone(&pacer)));
         Some(pacer)
     }
 
@@ -137,11 +137,8 @@ impl GridPacer {
 
 /// The driver: reads each expiry, wakes every wait that is due, re-arms for the next one. Ends
 /// with its runtime (the engine's workers live for one load phase) or when the timerfd fails.
-async fn drive(pacer: std::sync::Weak<GridPacer>) {
+async fn drive(strong: std::sync::Arc<GridPacer>) {
     loop {
-        let Some(strong) = pacer.upgrade() else {
-            return;
-        };
         let fired = {
             let Ok(mut guard) = strong.fd.readable().await else {
                 return;
