@@ -605,12 +605,40 @@ pub struct LoggedInterval {
     pub histogram: Histogram<u64>,
 }
 
-/// Reads an interval log written by [`Recording::write_hlog`] (or any V2 / V2-deflate log).
+/// Reads an interval log written by [`Recording::write_hlog`] or streamed by the collector (or
+/// any V2 / V2-deflate log), whole: entries sorted by start then tag, and entries that share a
+/// start and a tag (a late batch written after its interval was flushed) added into one. Holds
+/// every histogram in memory: for long logs use [`for_each_hlog_interval`].
 pub fn read_hlog(bytes: &[u8]) -> Result<Vec<LoggedInterval>, String> {
+    let mut by_key: BTreeMap<(Duration, Option<String>), LoggedInterval> = BTreeMap::new();
+    for_each_hlog_interval(bytes, |interval| {
+        match by_key.entry((interval.start, interval.tag.clone())) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(interval);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let held = slot.get_mut();
+                add(&mut held.histogram, &interval.histogram);
+                held.duration = held.duration.max(interval.duration);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(by_key.into_values().collect())
+}
+
+/// Streams an interval log: `visit` gets each interval entry in file order, decoded one at a
+/// time (memory stays one histogram whatever the log's length). A streamed log may hold a
+/// (start, tag) twice — a batch that arrived after its interval was written goes in as a second
+/// entry — so a consumer that keys by start adds them. The first error (from the log or from
+/// `visit`) stops the walk.
+pub fn for_each_hlog_interval(
+    bytes: &[u8],
+    mut visit: impl FnMut(LoggedInterval) -> Result<(), String>,
+) -> Result<(), String> {
     use hdrhistogram::serialization::Deserializer;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let mut deserializer = Deserializer::new();
-    let mut out = Vec::new();
     for entry in IntervalLogIterator::new(bytes) {
         match entry {
             Ok(LogEntry::Interval(interval)) => {
@@ -618,18 +646,18 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<LoggedInterval>, String> {
                 let histogram: Histogram<u64> = deserializer
                     .deserialize(&mut raw.as_slice())
                     .map_err(|e| format!("bad histogram: {e:?}"))?;
-                out.push(LoggedInterval {
+                visit(LoggedInterval {
                     tag: interval.tag().map(|t| t.as_str().to_string()),
                     start: interval.start_timestamp(),
                     duration: interval.duration(),
                     histogram,
-                });
+                })?;
             }
             Ok(_) => {}
             Err(e) => return Err(format!("bad interval log: {e:?}")),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Standard base64 (the interval log's histogram encoding); invalid characters are skipped.
