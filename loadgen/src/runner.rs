@@ -10,7 +10,7 @@
 
 use crate::database::{DatabaseError, Databases};
 use crate::engine::{self, EngineError, LoadPlan};
-use crate::recorder::{Collector, Recording};
+use crate::recorder::{Collector, CollectorStats, HlogStream, IntervalOutput, Recording};
 use crate::results::{
     self, FindMaxInfo, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo,
     RequestSummary, RunInfo, ScenarioInfo, StageBudget, StageFigures, Summary, VariantInfo,
@@ -27,8 +27,8 @@ use crate::verdict::{self, Evidence};
 use crate::{environment, knobs, output};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -579,8 +579,12 @@ impl Phase<'_> {
         phase_salt: u64,
         (collector, sink): (Collector, crate::recorder::Sink),
         window: Option<sampler::MeasuredWindow>,
+        hlog_start: Option<Arc<OnceLock<SystemTime>>>,
         cancel: watch::Receiver<bool>,
-    ) -> (Recording, Result<engine::EngineOutcome, EngineError>) {
+    ) -> (
+        (Recording, CollectorStats),
+        Result<engine::EngineOutcome, EngineError>,
+    ) {
         let scenario = self.scenario;
         let load = LoadPlan {
             model: scenario.load.model,
@@ -611,20 +615,28 @@ impl Phase<'_> {
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Instant>();
         let warmup = plan.warmup();
         let mark = tokio::spawn(async move {
-            if let (Ok(start), Some(window)) = (started_rx.await, window) {
+            let Ok(start) = started_rx.await else {
+                return;
+            };
+            // The interval log's StartTime: the schedule's start on the wall clock.
+            if let Some(cell) = hlog_start {
+                let wall = SystemTime::now()
+                    .checked_sub(start.elapsed())
+                    .unwrap_or_else(SystemTime::now);
+                let _ = cell.set(wall);
+            }
+            if let Some(window) = window {
                 tokio::time::sleep_until((start + warmup).into()).await;
                 window.starts_now();
             }
         });
         let outcome = engine::run(load, &running.base_url, sink, cancel, Some(started_tx)).await;
         mark.abort();
-        let recording = tokio::task::spawn_blocking(move || collector.finish())
+        let recording = tokio::task::spawn_blocking(move || collector.finish_with_stats())
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("the collector thread panicked");
-                crate::recorder::Collector::start(Vec::new(), Instant::now(), 0)
-                    .0
-                    .finish()
+                (Recording::new(&[]), CollectorStats::default())
             });
         (recording, outcome)
     }
@@ -664,7 +676,13 @@ impl Phase<'_> {
                 duration: stage.duration.saturating_sub(find_max.settle),
             }],
         );
-        let (collector, sink) = Collector::start(names, Instant::now(), window_end_us(&plan));
+        let (collector, sink) = Collector::start_with(
+            names,
+            Instant::now(),
+            window_end_us(&plan),
+            IntervalOutput::Discard,
+        )
+        .map_err(|e| RunError::BadInput(format!("cannot start the collector: {e}")))?;
         let label = self.label(&format!(
             " {} {:.0}/s",
             if bisection { "bisect" } else { "ramp" },
@@ -674,8 +692,16 @@ impl Phase<'_> {
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
         let sampler = Sampler::start(self.watched(running), None).ok();
         let window = sampler.as_ref().map(Sampler::measured_window);
-        let (recording, outcome) = self
-            .drive(running, &plan, salt, (collector, sink), window, cancel)
+        let ((recording, _), outcome) = self
+            .drive(
+                running,
+                &plan,
+                salt,
+                (collector, sink),
+                window,
+                None,
+                cancel,
+            )
             .await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let (outcome, progress) = finished_or_failed(outcome, progress)?;
@@ -791,7 +817,30 @@ impl Phase<'_> {
         let scenario = self.scenario;
         let plan = schedule_plan(scenario);
         let names: Vec<String> = scenario.requests.iter().map(|r| r.name.clone()).collect();
-        let (collector, sink) = Collector::start(names, Instant::now(), window_end_us(&plan));
+        let hlog_path = dir.join("latency.hlog");
+        let comment = format!(
+            "apibench {} variant {} ({} model; latency from the {} time, successes untagged; tags: ttfb, errors, send_lag)",
+            scenario.name,
+            self.variant.name,
+            scenario.load.model,
+            latency_origin(scenario.load.model)
+        );
+        let hlog_start = Arc::new(OnceLock::new());
+        // Each interval goes to the log a few seconds after it closes, and leaves memory.
+        let (collector, sink) = Collector::start_with(
+            names,
+            Instant::now(),
+            window_end_us(&plan),
+            IntervalOutput::Stream(HlogStream {
+                path: hlog_path.clone(),
+                comment,
+                started_at: Arc::clone(&hlog_start),
+            }),
+        )
+        .map_err(|source| RunError::Write {
+            path: hlog_path.clone(),
+            source,
+        })?;
         let csv_path = dir.join("resources.csv");
         let sampler = match Sampler::start(self.watched(running), Some(&csv_path)) {
             Ok(s) => Some(s),
@@ -806,32 +855,33 @@ impl Phase<'_> {
         // Node's GC counters before and after the measured phase; the difference is the run's.
         let gc_before = self.gc_totals(running).await;
         let window = sampler.as_ref().map(Sampler::measured_window);
-        let (recording, outcome) = self
-            .drive(running, &plan, 0, (collector, sink), window, cancel)
+        let ((recording, collected), outcome) = self
+            .drive(
+                running,
+                &plan,
+                0,
+                (collector, sink),
+                window,
+                Some(hlog_start),
+                cancel,
+            )
             .await;
         let gc_after = self.gc_totals(running).await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let (outcome, progress) = finished_or_failed(outcome, progress)?;
 
-        let started_wall = SystemTime::now()
-            .checked_sub(outcome.started_at.elapsed())
-            .unwrap_or_else(SystemTime::now);
-        let hlog_path = dir.join("latency.hlog");
-        let comment = format!(
-            "apibench {} variant {} ({} model; latency from the {} time, successes untagged; tags: ttfb, errors, send_lag)",
-            scenario.name,
-            self.variant.name,
-            scenario.load.model,
-            latency_origin(scenario.load.model)
-        );
-        let mut hlog = Vec::new();
-        recording
-            .write_hlog(&mut hlog, started_wall, &comment)
-            .and_then(|()| std::fs::write(&hlog_path, &hlog))
-            .map_err(|source| RunError::Write {
-                path: hlog_path.clone(),
-                source,
-            })?;
+        if let Some(reason) = collected.write_error {
+            return Err(RunError::Write {
+                path: hlog_path,
+                source: std::io::Error::other(reason),
+            });
+        }
+        if collected.late_entries > 0 {
+            tracing::info!(
+                "{} interval pieces arrived after their interval was written (extra entries in latency.hlog; readers add them)",
+                collected.late_entries
+            );
+        }
 
         let files = MeasurementFiles {
             latency_hlog: format!("{}/latency.hlog", self.dir_rel),

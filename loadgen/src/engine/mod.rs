@@ -414,6 +414,7 @@ async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
     let mut done = lane.growth.subscribe();
     let warmup = shared.plan.schedule.warmup();
     let mut due = Instant::now() + PROBE_PERIOD;
+    let mut shipped_second = 0u64;
     loop {
         tokio::select! {
             () = lane.sleep_until(Timer::Precise, due) => {}
@@ -427,6 +428,18 @@ async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
             .is_some_and(|start| due >= start + warmup);
         if measured {
             record_clamped(&mut lag, micros(now.saturating_duration_since(due)));
+        }
+        // An idle worker still ships its closed intervals, once a second (see the recorder).
+        if let Some(start) = shared.schedule.started_at() {
+            let second = now.saturating_duration_since(start).as_secs();
+            if second > shipped_second {
+                shipped_second = second;
+                if let Ok(mut recorder) = lane.recorder.lock()
+                    && let Some(recorder) = recorder.as_mut()
+                {
+                    recorder.tick(micros(now.saturating_duration_since(start)));
+                }
+            }
         }
         // The next appointment from now: a late wake-up is not compounded.
         due = now + PROBE_PERIOD;
