@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// these CPUs, e.g. `1` or `2,3` or `4-7`; run.json records the placement
     #[arg(long, value_name = "LIST", env = "APIBENCH_GENERATOR_CPUS", value_parser = crate::engine::workers::parse_cpu_list)]
     pub generator_cpus: Option<crate::engine::workers::CpuList>,
+
+    /// The measured duration instead of `[load] duration`, e.g. `90s`, `5m`, `2h` (the warm-up
+    /// stays; a scenario with several `[[load.stages]]` refuses it)
+    #[arg(long, value_name = "DURATION", value_parser = crate::scenario::parse_duration)]
+    pub duration: Option<std::time::Duration>,
 }
 
 const CALIBRATE_AFTER_HELP: &str = "\

@@ -68,6 +68,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 timer: args.timer,
                 generator_threads: args.generator_threads,
                 generator_cpus: args.generator_cpus,
+                duration: args.duration,
                 ignore_calibration: false,
                 command_line: std::env::args().collect(),
             };

@@ -89,6 +89,8 @@ pub struct RunOptions {
     pub generator_cpus: Option<engine::workers::CpuList>,
     /// Do not read the generator's calibration (no warning): `apibench calibrate`'s own runs.
     pub ignore_calibration: bool,
+    /// `--duration`: the measured duration instead of the scenario's.
+    pub duration: Option<Duration>,
 }
 
 /// What a run produced.
@@ -277,7 +279,13 @@ fn copy_name(nonce: &str, variant: &str, repetition: u32) -> String {
 
 /// Runs a scenario. `Ok` with `interrupted: true` after Ctrl-C (partial results written).
 pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunReport, RunError> {
-    let scenario = scenario::load(&opts.scenario)?;
+    let mut scenario = scenario::load(&opts.scenario)?;
+    if let Some(duration) = opts.duration {
+        scenario
+            .load
+            .set_duration(duration)
+            .map_err(RunError::BadInput)?;
+    }
     let variants = select_variants(&scenario, &opts.variants)?;
     let repeat = opts.repeat.max(1);
     let started_at = now_rfc3339();

@@ -76,6 +76,29 @@ pub struct LoadSpec {
     pub request_timeout: Duration,
 }
 
+impl LoadSpec {
+    /// `apibench run --duration`: the measured duration instead of the scenario's (the
+    /// warm-up stays). An open model with several stages has no one duration to replace.
+    pub fn set_duration(&mut self, duration: Duration) -> Result<(), String> {
+        if duration.is_zero() {
+            return Err("--duration must be longer than 0 s".into());
+        }
+        match (self.model, self.stages.as_mut_slice()) {
+            (LoadModel::Closed, _) => {}
+            (LoadModel::Open, [stage]) => stage.duration = duration,
+            (LoadModel::Open, stages) => {
+                return Err(format!(
+                    "--duration replaces one stage's duration, but this scenario has {} \
+                     [[load.stages]]: change them in the file",
+                    stages.len()
+                ));
+            }
+        }
+        self.duration = duration;
+        Ok(())
+    }
+}
+
 /// The open model's default `max_users`: this many times `users`.
 pub const DEFAULT_MAX_USERS_FACTOR: usize = 4;
 /// The most generator worker threads a scenario may ask for.

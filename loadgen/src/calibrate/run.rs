@@ -353,6 +353,7 @@ impl Session<'_> {
                 generator_cpus: Some(self.placement.generator_cpus.clone()),
                 // Measuring the ceiling: an older calibration has nothing to say about it.
                 ignore_calibration: true,
+                duration: None,
                 command_line: vec![
                     "apibench".into(),
                     "calibrate".into(),
