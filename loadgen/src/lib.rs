@@ -16,6 +16,8 @@
 //! After a run, from its saved files only ([`saved`]): [`report`] renders the self-contained
 //! `index.html` (the runner calls it last), [`compare`] sets two runs side by side and [`gate`]
 //! checks one against [`budgets`] and a baseline; [`noise`] decides what counts as a change.
+//! [`recover`] rebuilds a partial summary from the logs of a run killed before it wrote
+//! `summary.json`, so `report` can still render it.
 //!
 //! [`calibrate`] (`apibench calibrate`) measures the generator itself: the highest rate it keeps
 //! valid against a trivial server on its own CPU, and its send lag below that, for `run` to
@@ -39,6 +41,7 @@ pub mod noise;
 pub mod output;
 pub mod pacer;
 pub mod recorder;
+pub mod recover;
 pub mod report;
 pub mod results;
 pub mod runner;

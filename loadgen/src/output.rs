@@ -37,6 +37,63 @@ pub fn format_bytes(bytes: Option<u64>) -> String {
     }
 }
 
+/// A span of time as a clock shows it: "0:42" and "12:05" under an hour, "2:00:00" from one.
+/// Whole seconds, rounded down.
+pub fn format_clock(span: Duration) -> String {
+    let total_s = span.as_secs();
+    let (hours, minutes, seconds) = (total_s / 3600, total_s / 60 % 60, total_s % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
+    }
+}
+
+/// A count in a few characters: "8 400", "845 000", then three significant digits: "6.84 M",
+/// "88.9 M", "1.20 G" (a long run's totals would otherwise push the progress line past the
+/// terminal's width).
+pub fn format_count(count: u64) -> String {
+    let (scaled, unit) = match count {
+        0..1_000_000 => return format_rate(count as f64),
+        1_000_000..1_000_000_000 => (count as f64 / 1e6, "M"),
+        _ => (count as f64 / 1e9, "G"),
+    };
+    let decimals = if scaled < 10.0 {
+        2
+    } else if scaled < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{scaled:.decimals$} {unit}")
+}
+
+/// The progress line after the bar: where the phase is in its plan, the latest complete 1 s
+/// interval's rate and p99 (once there is one), and the totals. About 76 columns for a run of
+/// hours at tens of thousands of requests per second (with the label and the bar: 100):
+/// "1:02:03/2:00:00 57:57 left  12 345 req/s p99 12.3 ms  errors 12  done 88.9 M"
+pub fn progress_message(elapsed: Duration, planned: Duration, live: &LiveStats) -> String {
+    let mut text = format!(
+        "{}/{} {} left",
+        format_clock(elapsed),
+        format_clock(planned),
+        format_clock(planned.saturating_sub(elapsed))
+    );
+    if live.recent_interval.is_some() {
+        text.push_str(&format!(
+            "  {} req/s p99 {}",
+            format_count(live.recent_rate_per_sec),
+            format_us(live.recent_p99_us)
+        ));
+    }
+    text.push_str(&format!(
+        "  errors {}  done {}",
+        format_count(live.errors),
+        format_count(live.completed)
+    ));
+    text
+}
+
 /// A progress bar for one load phase, refreshed from the collector's live figures.
 pub struct Progress {
     bar: ProgressBar,
@@ -55,10 +112,9 @@ impl Progress {
         } else {
             ProgressBar::new(planned.as_secs().max(1))
         };
-        let style = ProgressStyle::with_template(
-            "{prefix:>14} [{elapsed_precise}] {bar:25.cyan/blue} {pos}/{len}s {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        // 14 + 1 + 8 + 1 columns before the message: see `progress_message` for the rest.
+        let style = ProgressStyle::with_template("{prefix:>14} {bar:8.cyan/blue} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
         bar.set_prefix(label.to_string());
         let ticking = bar.clone();
@@ -67,15 +123,10 @@ impl Progress {
             let mut interval = tokio::time::interval(Duration::from_millis(250));
             loop {
                 interval.tick().await;
-                ticking.set_position(started.elapsed().as_secs());
+                let elapsed = started.elapsed();
+                ticking.set_position(elapsed.as_secs());
                 if let Ok(live) = live.lock() {
-                    ticking.set_message(format!(
-                        "{} req/s  p99 {} at that rate  errors {}  done {}",
-                        live.recent_rate_per_sec,
-                        format_us(live.recent_p99_us),
-                        live.errors,
-                        live.completed
-                    ));
+                    ticking.set_message(progress_message(elapsed, planned, &live));
                 }
             }
         });
@@ -461,6 +512,73 @@ mod tests {
         m.stages[3].client_limited = false;
         let text = summary_table(&summary(vec![variant("tuned", m)]));
         assert!(text.contains("2 400 req/s ±400"), "{text}");
+    }
+
+    #[test]
+    fn clocks_read_as_minutes_under_an_hour_and_hours_from_one() {
+        let clock = |s: u64| format_clock(Duration::from_secs(s));
+        assert_eq!(clock(0), "0:00");
+        assert_eq!(clock(42), "0:42");
+        assert_eq!(clock(725), "12:05");
+        assert_eq!(clock(3_599), "59:59");
+        assert_eq!(clock(3_600), "1:00:00");
+        assert_eq!(clock(7_323), "2:02:03");
+        assert_eq!(clock(100 * 3_600), "100:00:00");
+        assert_eq!(
+            format_clock(Duration::from_millis(1_999)),
+            "0:01",
+            "rounded down"
+        );
+    }
+
+    #[test]
+    fn the_progress_line_shows_plan_latest_interval_and_totals_within_100_columns() {
+        let mut live = LiveStats {
+            completed: 88_901_234,
+            errors: 12,
+            recent_interval: Some(3_722),
+            recent_p99_us: 12_345,
+            recent_rate_per_sec: 12_345,
+        };
+        let text = progress_message(
+            Duration::from_secs(3_723),
+            Duration::from_secs(7_200),
+            &live,
+        );
+        assert_eq!(
+            text,
+            "1:02:03/2:00:00 57:57 left  12 345 req/s p99 12.3 ms  errors 12  done 88.9 M"
+        );
+        // The label (14) and the bar (8) with their spaces take 24 columns.
+        assert!(24 + text.chars().count() <= 100, "{text}");
+        live.errors = 1_234_567;
+        let text = progress_message(
+            Duration::from_secs(3_723),
+            Duration::from_secs(7_200),
+            &live,
+        );
+        assert!(text.contains("errors 1.23 M"), "{text}");
+
+        // Seconds-long phases read as m:ss; before the first interval closes, no rate yet; past
+        // the plan (the drain), nothing is left.
+        let start = LiveStats::default();
+        let text = progress_message(Duration::from_secs(0), Duration::from_secs(30), &start);
+        assert_eq!(text, "0:00/0:30 0:30 left  errors 0  done 0");
+        let text = progress_message(Duration::from_secs(31), Duration::from_secs(30), &live);
+        assert!(
+            text.starts_with("0:31/0:30 0:00 left  12 345 req/s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counts_stay_short() {
+        assert_eq!(format_count(8_400), "8 400");
+        assert_eq!(format_count(999_999), "999 999");
+        assert_eq!(format_count(6_840_000), "6.84 M");
+        assert_eq!(format_count(88_901_234), "88.9 M");
+        assert_eq!(format_count(123_456_789), "123 M");
+        assert_eq!(format_count(1_200_000_000), "1.20 G");
     }
 
     #[test]

@@ -586,8 +586,7 @@ impl Phase<'_> {
         plan: &SchedulePlan,
         phase_salt: u64,
         (collector, sink): (Collector, crate::recorder::Sink),
-        window: Option<sampler::MeasuredWindow>,
-        hlog_start: Option<Arc<OnceLock<SystemTime>>>,
+        PhaseMarks { window, hlog_start }: PhaseMarks,
         cancel: watch::Receiver<bool>,
     ) -> (
         (Recording, CollectorStats),
@@ -706,8 +705,10 @@ impl Phase<'_> {
                 &plan,
                 salt,
                 (collector, sink),
-                window,
-                None,
+                PhaseMarks {
+                    window,
+                    hlog_start: None,
+                },
                 cancel,
             )
             .await;
@@ -869,8 +870,10 @@ impl Phase<'_> {
                 &plan,
                 0,
                 (collector, sink),
-                window,
-                Some(hlog_start),
+                PhaseMarks {
+                    window,
+                    hlog_start: Some(hlog_start),
+                },
                 cancel,
             )
             .await;
@@ -928,6 +931,13 @@ impl Phase<'_> {
         ));
         Ok(measurement)
     }
+}
+
+/// What a load phase marks when its schedule starts: the sampler's measured window (from the
+/// warm-up's end) and the interval log's StartTime.
+struct PhaseMarks {
+    window: Option<sampler::MeasuredWindow>,
+    hlog_start: Option<Arc<OnceLock<SystemTime>>>,
 }
 
 /// The engine's outcome, or its error with the progress line marked "failed".

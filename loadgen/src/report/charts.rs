@@ -1,7 +1,8 @@
 //! The report's charts: plotters drawing into an in-memory SVG string, later inlined into the
 //! page. Every chart has a title, axis labels with units and a legend; a variant keeps its colour
 //! (its index in the summary) in every chart. No fonts are loaded: the SVG carries `<text>`
-//! elements that the browser lays out.
+//! elements that the browser lays out. A series longer than a chart can show is thinned here
+//! for drawing only ([`downsample`]); the figures never come from a thinned series.
 
 use plotters::prelude::*;
 
@@ -43,6 +44,9 @@ pub struct Line {
 pub enum XAxis {
     /// Plain numbers (seconds).
     Seconds,
+    /// Time for long runs: points (and the shade) are given in seconds and drawn in minutes, so
+    /// a 2 h run reads 0 … 120 rather than 0 … 7200.
+    Minutes,
     /// "Nines": x = -log10(1 - percentile); labelled 0 %, 90 %, 99 %, 99.9 %, …
     Nines,
 }
@@ -60,6 +64,42 @@ pub struct ChartSpec {
     pub shade: Option<(f64, f64, String)>,
     /// A dashed horizontal reference line with its label (the target rate).
     pub reference_y: Option<(f64, String)>,
+}
+
+/// How consecutive points become one when a series has more than a chart can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    /// Their mean: for a rate such as CPU.
+    Mean,
+    /// Their maximum: for memory, so that a peak is never smoothed away.
+    Max,
+}
+
+/// How many consecutive points go into one drawn point so that `len` points draw as at most
+/// `max_points` (1: drawn as they are).
+pub fn points_per_bucket(len: usize, max_points: usize) -> usize {
+    len.div_ceil(max_points.max(1)).max(1)
+}
+
+/// `points` (in x order) in consecutive runs of [`points_per_bucket`], each drawn at its first x
+/// with the runs' mean or max y. For drawing only: never a figure's source.
+pub fn downsample(points: &[(f64, f64)], max_points: usize, reduce: Reduce) -> Vec<(f64, f64)> {
+    let per = points_per_bucket(points.len(), max_points);
+    if per == 1 {
+        return points.to_vec();
+    }
+    points
+        .chunks(per)
+        .filter_map(|run| {
+            let (x, _) = *run.first()?;
+            let ys = run.iter().map(|(_, y)| *y);
+            let y = match reduce {
+                Reduce::Mean => ys.sum::<f64>() / run.len() as f64,
+                Reduce::Max => ys.fold(f64::NEG_INFINITY, f64::max),
+            };
+            Some((x, y))
+        })
+        .collect()
 }
 
 /// Percentile → "nines" x coordinate, capped at 99.999 % (x = 5).
@@ -145,11 +185,26 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
         let root =
             SVGBackend::with_string(&mut svg, (spec.width_px, spec.height_px)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let points = lines.iter().flat_map(|l| l.points.iter());
-        let (mut x_max, mut y_max) = points.fold((0.0f64, 0.0f64), |(x, y), (px, py)| {
-            (x.max(*px), y.max(*py))
-        });
-        if let Some((_, end, _)) = &spec.shade {
+        // Minutes: the x coordinates are divided here, once, for the lines and the shade alike.
+        let x_scale = match spec.x_axis {
+            XAxis::Minutes => 1.0 / 60.0,
+            XAxis::Seconds | XAxis::Nines => 1.0,
+        };
+        let scaled: Vec<Vec<(f64, f64)>> = lines
+            .iter()
+            .map(|l| l.points.iter().map(|&(x, y)| (x * x_scale, y)).collect())
+            .collect();
+        let shade = spec
+            .shade
+            .as_ref()
+            .map(|(start, end, label)| (start * x_scale, end * x_scale, label));
+        let (mut x_max, mut y_max) = scaled
+            .iter()
+            .flatten()
+            .fold((0.0f64, 0.0f64), |(x, y), (px, py)| {
+                (x.max(*px), y.max(*py))
+            });
+        if let Some((_, end, _)) = &shade {
             x_max = x_max.max(*end);
         }
         if let Some((y, _)) = &spec.reference_y {
@@ -157,12 +212,12 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
         }
         let x_max = match spec.x_axis {
             XAxis::Nines => 5.0,
-            XAxis::Seconds => x_max.max(1.0),
+            XAxis::Seconds | XAxis::Minutes => x_max.max(1.0),
         };
         // Over time the legend (upper left) would sit on the lines: leave it a band of its own.
         let headroom = match spec.x_axis {
             XAxis::Nines => 1.1,
-            XAxis::Seconds => 1.5,
+            XAxis::Seconds | XAxis::Minutes => 1.5,
         };
         let y_max = if y_max > 0.0 { y_max * headroom } else { 1.0 };
 
@@ -171,24 +226,24 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         let x_fmt = |x: &f64| match spec.x_axis {
             XAxis::Nines => nines_label(*x),
-            XAxis::Seconds => number_label(*x),
+            XAxis::Seconds | XAxis::Minutes => number_label(*x),
         };
         let y_fmt = |y: &f64| number_label(*y);
         house_style(&mut chart.configure_mesh(), spec)
             .x_labels(match spec.x_axis {
                 XAxis::Nines => 6,
-                XAxis::Seconds => 10,
+                XAxis::Seconds | XAxis::Minutes => 10,
             })
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
             .draw()
             .map_err(|e| e.to_string())?;
 
-        if let Some((start, end, label)) = &spec.shade {
+        if let Some((start, end, label)) = shade {
             let grey = RGBColor(225, 225, 225);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [(*start, 0.0), (*end, y_max)],
+                    [(start, 0.0), (end, y_max)],
                     grey.mix(0.6).filled(),
                 )))
                 .map_err(|e| e.to_string())?
@@ -208,10 +263,10 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
                 .label(label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
-        for line in lines {
+        for (line, points) in lines.iter().zip(&scaled) {
             let style = colour(line.colour_index).stroke_width(2);
             let drawn = chart
-                .draw_series(LineSeries::new(line.points.iter().copied(), style))
+                .draw_series(LineSeries::new(points.iter().copied(), style))
                 .map_err(|e| e.to_string())?;
             if let Some(label) = &line.label {
                 drawn
@@ -429,6 +484,71 @@ mod tests {
         assert!(!svg.contains("http"));
         assert!(svg.contains("t &lt;&amp;&gt;"));
         assert!(svg.contains("latency (ms)"));
+    }
+
+    /// The text of every `<text>` element of an SVG.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("</text>")
+            .filter_map(|chunk| {
+                chunk
+                    .rsplit_once('>')
+                    .map(|(_, text)| text.trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn minutes_draw_seconds_as_minutes() {
+        let spec = ChartSpec {
+            title: "p99".into(),
+            x_label: "time since load start (min)".into(),
+            y_label: "latency (ms)".into(),
+            x_axis: XAxis::Minutes,
+            width_px: 600,
+            height_px: 300,
+            shade: Some((0.0, 300.0, "warm-up".into())),
+            reference_y: None,
+        };
+        let points: Vec<(f64, f64)> = (0..=720).map(|i| (i as f64 * 10.0, 1.0)).collect();
+        let line = Line {
+            label: None,
+            colour_index: 0,
+            points,
+        };
+        let svg = line_chart(&spec, std::slice::from_ref(&line)).expect("draws");
+        let labels = texts(&svg);
+        assert!(
+            labels.iter().any(|t| t == "120"),
+            "ticks in minutes: {labels:?}"
+        );
+        assert!(!labels.iter().any(|t| t == "6000"), "{labels:?}");
+        // The same series in seconds has ticks in the thousands.
+        let seconds = ChartSpec {
+            x_axis: XAxis::Seconds,
+            ..spec
+        };
+        let labels = texts(&line_chart(&seconds, &[line]).expect("draws"));
+        assert!(
+            labels.iter().any(|t| t == "6000"),
+            "ticks in seconds: {labels:?}"
+        );
+    }
+
+    #[test]
+    fn downsampling_keeps_peaks_or_means_and_never_more_points_than_asked() {
+        let points: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, i as f64)).collect();
+        assert_eq!(downsample(&points, 20, Reduce::Max), points, "fits: as is");
+        assert_eq!(points_per_bucket(10, 4), 3);
+        assert_eq!(
+            downsample(&points, 4, Reduce::Max),
+            [(0.0, 2.0), (3.0, 5.0), (6.0, 8.0), (9.0, 9.0)]
+        );
+        assert_eq!(
+            downsample(&points, 4, Reduce::Mean),
+            [(0.0, 1.0), (3.0, 4.0), (6.0, 7.0), (9.0, 9.0)]
+        );
+        let long: Vec<(f64, f64)> = (0..28_800).map(|i| (i as f64 / 4.0, 1.0)).collect();
+        assert!(downsample(&long, 720, Reduce::Mean).len() <= 720);
     }
 
     #[test]

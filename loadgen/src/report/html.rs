@@ -734,43 +734,79 @@ fn warmup_shade(run: &SavedRun) -> Option<(f64, f64, String)> {
     })
 }
 
+/// Runs longer than this are drawn in minutes: 7,200 s reads worse than 120 min.
+const MINUTES_AXIS_FROM_S: f64 = 30.0 * 60.0;
+
+/// The time charts' x axis: seconds, or minutes for a run of more than half an hour; with the
+/// unit for the axis label. Points are always given in seconds ([`XAxis::Minutes`] converts).
+fn time_axis(run: &SavedRun) -> (XAxis, &'static str) {
+    let longest_s = run
+        .variants
+        .iter()
+        .flat_map(|v| saved::measurements_of(&v.summary))
+        .map(|m| (m.warmup_ms + m.measured_duration_ms + m.drain_ms) as f64 / 1000.0)
+        .fold(0.0, f64::max);
+    if longest_s > MINUTES_AXIS_FROM_S {
+        (XAxis::Minutes, "min")
+    } else {
+        (XAxis::Seconds, "s")
+    }
+}
+
+/// How much of the run one point of the latency charts covers, for titles and notes: `None`
+/// when the measurements were bucketed differently (runs of different lengths).
+fn chart_bucket_s(run: &SavedRun) -> Option<u64> {
+    let mut sizes = run
+        .variants
+        .iter()
+        .flat_map(|v| &v.measurements)
+        .map(|m| m.chart_bucket_s);
+    let first = sizes.next().unwrap_or(1);
+    sizes.all(|s| s == first).then_some(first)
+}
+
 fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     let shade = warmup_shade(run);
+    let (x_axis, unit) = time_axis(run);
+    let x_label = format!("time since load start ({unit})");
+    let bucket = chart_bucket_s(run);
+    let per = match bucket {
+        Some(1) => "per 1 s interval".to_string(),
+        Some(n) => format!("per {n} s"),
+        None => "over time (downsampled)".to_string(),
+    };
     let mut p50 = spec(
-        "p50 latency per 1 s interval",
-        "time since load start (s)",
+        &format!("p50 latency {per}"),
+        &x_label,
         "p50 latency (ms)",
-        XAxis::Seconds,
+        x_axis,
         false,
     );
     p50.shade = shade.clone();
     let mut p99 = spec(
-        "p99 latency per 1 s interval",
-        "time since load start (s)",
+        &format!("p99 latency {per}"),
+        &x_label,
         "p99 latency (ms)",
-        XAxis::Seconds,
+        x_axis,
         false,
     );
     p99.shade = shade.clone();
-    let p50_lines = per_measurement_lines(run, |m| {
-        m.intervals
-            .iter()
-            .filter(|i| i.completed > 0 && i.is_full())
-            .map(|i| (i.start_s, i.p50_us as f64 / 1000.0))
-            .collect()
-    });
-    let p99_lines = per_measurement_lines(run, |m| {
-        m.intervals
-            .iter()
-            .filter(|i| i.completed > 0 && i.is_full())
-            .map(|i| (i.start_s, i.p99_us as f64 / 1000.0))
-            .collect()
-    });
+    let latency_lines = |pick: fn(&saved::IntervalPoint) -> u64| {
+        per_measurement_lines(run, move |m| {
+            m.chart_intervals
+                .iter()
+                .filter(|i| i.completed > 0 && i.is_full())
+                .map(|i| (i.start_s, pick(i) as f64 / 1000.0))
+                .collect()
+        })
+    };
+    let p50_lines = latency_lines(|i| i.p50_us);
+    let p99_lines = latency_lines(|i| i.p99_us);
     let mut tp = spec(
-        "Throughput per 1 s interval (goodput: successful requests)",
-        "time since load start (s)",
+        &format!("Throughput {per} (goodput: successful requests)"),
+        &x_label,
         "successful requests per second",
-        XAxis::Seconds,
+        x_axis,
         true,
     );
     tp.height_px = 360;
@@ -778,18 +814,35 @@ fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     tp.reference_y =
         common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
     let tp_lines = per_measurement_lines(run, |m| {
-        m.intervals
+        m.chart_intervals
             .iter()
             .filter(|i| i.is_full())
             .map(|i| (i.start_s, i.completed_per_sec()))
             .collect()
     });
+    let points = match bucket {
+        Some(1) => {
+            "Each point is one 1 s interval of <code>latency.hlog</code>, by completion time"
+                .to_string()
+        }
+        bucket => format!(
+            "Each point: {} — the 1 s intervals of <code>latency.hlog</code> in that span (by \
+             completion time), drawn as one because the run has more intervals than a chart can \
+             show: its percentiles come from the merged histograms of those intervals (never an \
+             average of their percentiles), its throughput is their completions over its \
+             seconds, and every summary figure still comes from the full histograms",
+            bucket.map_or_else(
+                || "a few seconds, more for longer runs".to_string(),
+                |n| format!("{n} s")
+            )
+        ),
+    };
     Ok(format!(
         "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
-         <p class=\"note\">Each point is one 1 s interval of <code>latency.hlog</code>, by completion time; \
-         the grey band is the warm-up, which the summary figures exclude; the last, partial interval (the \
-         drain after the schedule ended) is left out of the charts: its latencies count in the \
-         summary's percentiles, not in its goodput.</p>\n</section>\n\
+         <p class=\"note\">{points}; the grey band is the warm-up, which the summary figures \
+         exclude; the last, partial interval (the drain after the schedule ended) is left out of \
+         the charts: its latencies count in the summary's percentiles, not in its goodput.</p>\n\
+         </section>\n\
          <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
         chart(&p50, &p50_lines, "no interval was recorded")?,
         chart(&p99, &p99_lines, "no interval was recorded")?,
@@ -818,68 +871,88 @@ fn common_target_rate(run: &SavedRun) -> Option<f64> {
 
 fn resources(run: &SavedRun) -> Result<String, ReportError> {
     const MIB: f64 = 1024.0 * 1024.0;
-    let x = "time since sampling start (s)";
+    let (x_axis, unit) = time_axis(run);
+    let x = format!("time since sampling start ({unit})");
     let no_target = "not measured: no process was watched (url targets have none)";
     let no_postgres = "not measured: no Postgres process was watched (url targets, or a container)";
-    let series = |pick: fn(&saved::ResourceRow) -> Option<f64>| {
-        per_measurement_lines(run, move |m| {
-            m.resources
+    let no_generator = "not recorded: this resources.csv predates apibench's own RSS column";
+    // A long run has tens of thousands of samples: drawn in runs of consecutive samples, CPU as
+    // their mean and RSS as their peak (a leak or a spike is never smoothed away).
+    let draw = |title: &str,
+                y_label: &str,
+                pick: fn(&saved::ResourceRow) -> Option<f64>,
+                reduce: charts::Reduce,
+                empty_reason: &str| {
+        let lines = per_measurement_lines(run, move |m| {
+            let points: Vec<(f64, f64)> = m
+                .resources
                 .iter()
                 .filter_map(|r| pick(r).map(|v| (r.elapsed_ms as f64 / 1000.0, v)))
-                .collect()
-        })
+                .collect();
+            charts::downsample(&points, saved::CHART_POINTS_MAX, reduce)
+        });
+        chart(
+            &spec(title, &x, y_label, x_axis, false),
+            &lines,
+            empty_reason,
+        )
     };
+    let (rss, cpu) = ("RSS (MiB)", "CPU (% of one core)");
+    let (peak, mean) = (charts::Reduce::Max, charts::Reduce::Mean);
+    // Memory first, the target's and apibench's side by side: a leak in either shows.
     let charts_html = [
-        chart(
-            &spec(
-                "Target RSS (process tree)",
-                x,
-                "RSS (MiB)",
-                XAxis::Seconds,
-                false,
-            ),
-            &series(|r| r.target_rss_bytes.map(|b| b as f64 / MIB)),
+        draw(
+            "Target RSS (process tree)",
+            rss,
+            |r| r.target_rss_bytes.map(|b| b as f64 / MIB),
+            peak,
             no_target,
         )?,
-        chart(
-            &spec(
-                "Target CPU",
-                x,
-                "CPU (% of one core)",
-                XAxis::Seconds,
-                false,
-            ),
-            &series(|r| r.target_cpu_percent),
-            no_target,
+        draw(
+            "apibench (generator) RSS",
+            rss,
+            |r| r.generator_rss_bytes.map(|b| b as f64 / MIB),
+            peak,
+            no_generator,
         )?,
-        chart(
-            &spec(
-                "PostgreSQL RSS (postmaster + backends)",
-                x,
-                "RSS (MiB)",
-                XAxis::Seconds,
-                false,
-            ),
-            &series(|r| r.postgres_rss_bytes.map(|b| b as f64 / MIB)),
+        draw(
+            "PostgreSQL RSS (postmaster + backends)",
+            rss,
+            |r| r.postgres_rss_bytes.map(|b| b as f64 / MIB),
+            peak,
             no_postgres,
         )?,
-        chart(
-            &spec(
-                "PostgreSQL CPU",
-                x,
-                "CPU (% of one core)",
-                XAxis::Seconds,
-                false,
-            ),
-            &series(|r| r.postgres_cpu_percent),
+        draw("Target CPU", cpu, |r| r.target_cpu_percent, mean, no_target)?,
+        draw(
+            "PostgreSQL CPU",
+            cpu,
+            |r| r.postgres_cpu_percent,
+            mean,
             no_postgres,
         )?,
     ];
+    let samples_per_point = run
+        .variants
+        .iter()
+        .flat_map(|v| &v.measurements)
+        .map(|m| charts::points_per_bucket(m.resources.len(), saved::CHART_POINTS_MAX))
+        .max()
+        .unwrap_or(1);
+    let downsampled = if samples_per_point > 1 {
+        format!(
+            " Each point: up to {samples_per_point} consecutive samples (the run has more than a \
+             chart can show) — CPU as their mean, RSS as their peak, so no spike is smoothed away."
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
         "<section id=\"resources\">\n<h2>Memory and CPU over time</h2>\n<div class=\"grid\">{}</div>\n\
          <p class=\"note\">Sampled from <code>/proc</code> every 250 ms (<code>resources.csv</code>). \
          RSS sums the process tree, so pages shared between Postgres backends count once per backend: \
-         read it as an upper bound. 200 % CPU is two cores busy.</p>\n</section>\n",
+         read it as an upper bound. apibench's own RSS is beside the target's: memory that keeps \
+         growing over a long run is a leak, in the generator or in the target. 200 % CPU is two \
+         cores busy.{downsampled}</p>\n</section>\n",
         charts_html.join("")
     ))
 }
@@ -1342,4 +1415,136 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
         esc(&run.dir.display().to_string())
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Measurement, Summary};
+    use crate::saved::{IntervalPoint, ResourceRow, SavedMeasurement};
+
+    /// A run of one variant and one measurement with these chart points and resource rows.
+    fn run_of(
+        duration_s: u64,
+        chart_bucket_s: u64,
+        chart_intervals: Vec<IntervalPoint>,
+        resources: Vec<ResourceRow>,
+    ) -> SavedRun {
+        let figures = Measurement {
+            warmup_ms: 60_000,
+            measured_duration_ms: duration_s * 1000 - 60_000,
+            target_rate_per_sec: Some(100.0),
+            ..Measurement::default()
+        };
+        let summary = VariantSummary {
+            name: "soak".into(),
+            target_kind: "api".into(),
+            knobs: Default::default(),
+            load_model: crate::scenario::LoadModel::Open,
+            latency_origin: "scheduled".into(),
+            figures,
+            repetitions: Vec::new(),
+        };
+        SavedRun {
+            dir: "run".into(),
+            summary: Summary {
+                schema_version: crate::results::SCHEMA_VERSION,
+                scenario: "soak".into(),
+                load_model: crate::scenario::LoadModel::Open,
+                partial: false,
+                repeat: 1,
+                started_at: String::new(),
+                finished_at: String::new(),
+                variants: vec![summary.clone()],
+                migration_table: None,
+            },
+            info: None,
+            variants: vec![SavedVariant {
+                summary,
+                measurements: vec![SavedMeasurement {
+                    repetition: 1,
+                    intervals: chart_intervals.clone(),
+                    chart_intervals,
+                    chart_bucket_s,
+                    merged: crate::recorder::new_histogram(),
+                    resources,
+                }],
+                merged: crate::recorder::new_histogram(),
+            }],
+        }
+    }
+
+    fn point(start_s: f64, duration_s: f64) -> IntervalPoint {
+        IntervalPoint {
+            start_s,
+            p50_us: 2_000,
+            p99_us: 9_000,
+            completed: (100.0 * duration_s) as u64,
+            duration_s,
+            after_schedule: false,
+        }
+    }
+
+    #[test]
+    fn a_two_hour_run_is_drawn_in_minutes_from_buckets_with_the_generator_rss_beside_the_target_s()
+    {
+        let buckets: Vec<IntervalPoint> = (0..720).map(|b| point(b as f64 * 10.0, 10.0)).collect();
+        let rows: Vec<ResourceRow> = (1..=28_800u64)
+            .map(|i| ResourceRow {
+                elapsed_ms: i * 250,
+                target_rss_bytes: Some(100 << 20),
+                target_cpu_percent: Some(50.0),
+                generator_rss_bytes: Some((20 << 20) + i * 1_000),
+                ..ResourceRow::default()
+            })
+            .collect();
+        let run = run_of(7_200, 10, buckets, rows);
+        let over = over_time(&run).expect("renders");
+        assert!(
+            over.contains("p99 latency per 10 s"),
+            "titled by the bucket"
+        );
+        assert!(over.contains("time since load start (min)"));
+        assert!(
+            over.contains("Each point: 10 s")
+                && over.contains("merged histograms of those intervals"),
+            "the note says what a point is"
+        );
+        let resources = resources(&run).expect("renders");
+        assert!(resources.contains("apibench (generator) RSS"));
+        assert!(
+            !resources.contains("predates apibench"),
+            "the generator's RSS is drawn"
+        );
+        assert!(resources.contains("time since sampling start (min)"));
+        assert!(
+            resources.contains("up to 40 consecutive samples") && resources.contains("their peak"),
+            "the note says how samples were merged"
+        );
+        // apibench's RSS sits next to the target's.
+        let target = resources.find("Target RSS").expect("target RSS");
+        let generator = resources
+            .find("apibench (generator) RSS")
+            .expect("generator");
+        let target_cpu = resources.find("Target CPU").expect("target CPU");
+        assert!(target < generator && generator < target_cpu);
+    }
+
+    #[test]
+    fn a_short_run_keeps_seconds_intervals_and_says_when_the_generator_rss_is_unknown() {
+        let intervals: Vec<IntervalPoint> = (0..120).map(|s| point(s as f64, 1.0)).collect();
+        let rows = vec![ResourceRow {
+            elapsed_ms: 250,
+            target_rss_bytes: Some(1 << 20),
+            ..ResourceRow::default()
+        }];
+        let run = run_of(120, 1, intervals, rows);
+        let over = over_time(&run).expect("renders");
+        assert!(over.contains("p99 latency per 1 s interval"));
+        assert!(over.contains("time since load start (s)"));
+        assert!(over.contains("Each point is one 1 s interval"));
+        let resources = resources(&run).expect("renders");
+        assert!(resources.contains("predates apibench&#39;s own RSS column"));
+        assert!(!resources.contains("consecutive samples"));
+    }
 }
