@@ -12,7 +12,10 @@
 //!   over the full 1 s intervals inside each run's measured window, blocks of
 //!   [`BLOCK_INTERVALS`] consecutive intervals, never across repetitions
 //!   ([`bootstrap_intervals`]). A latency percentile is read from the chosen intervals'
-//!   histograms summed; goodput is their completions over their duration.
+//!   histograms summed; goodput is their completions over their duration. A long run's
+//!   intervals arrive as coarser units — k consecutive seconds merged, so that no more than
+//!   [`crate::saved::MEASURED_UNITS_MAX`] histograms are held per measurement — and the
+//!   bootstrap treats a unit as it treats an interval (see [`BLOCK_INTERVALS`]).
 //! - **None** — no repetitions on both sides and no interval log (runs written before there was
 //!   one), or a figure the log cannot give (per-request figures, errors, RSS of runs without
 //!   repetitions): the old rule — the relative threshold alone decides (and, where one side has
@@ -59,6 +62,15 @@ pub const RESAMPLES: usize = 2000;
 /// more of that dependence but leave fewer distinct blocks in a short run, which makes the
 /// interval itself noisy; the usual rule of thumb, a block of about n^(1/3), is 3 for the
 /// 30–60 s windows apibench's scenarios measure (30^(1/3) ≈ 3.1).
+///
+/// A run with more than [`crate::saved::MEASURED_UNITS_MAX`] measured seconds comes as units of
+/// k consecutive seconds merged ([`crate::saved::load_measured_intervals`]), and a block is then
+/// 3 units, 3k seconds. That keeps the estimate honest: a resample's statistic only ever sums
+/// intervals (histograms added, completions over seconds), so a unit is exactly the k seconds it
+/// stands for; a moving-block bootstrap already resamples consecutive time, and a longer block
+/// keeps more of the run's short-range dependence, not less — for a 2 h run, 36 s blocks where
+/// n^(1/3) would suggest ~19 s, slightly conservative; and with 600 units there are still ~600
+/// distinct blocks to draw, so the interval is not noisy for want of blocks.
 pub const BLOCK_INTERVALS: usize = 3;
 
 /// Which way is good for a figure.
@@ -339,7 +351,8 @@ pub struct IntervalSeries {
 }
 
 impl IntervalSeries {
-    /// From each measurement's (repetition's) full measured intervals, in time order. `None`
+    /// From each measurement's (repetition's) full measured intervals (or units of them, for a
+    /// long run: see [`BLOCK_INTERVALS`]), in time order. `None`
     /// when there are none. Blocks never span two repetitions; a repetition shorter than a
     /// block is one block.
     pub fn new(segments: &[Vec<MeasuredInterval>]) -> Option<IntervalSeries> {

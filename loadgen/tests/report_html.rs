@@ -4,7 +4,7 @@
 
 mod report_support;
 
-use report_support::{apibench, code, copy_fixture, stderr, stdout};
+use report_support::{apibench, code, copy_fixture, edited_copy, stderr, stdout};
 use std::path::Path;
 
 fn report(dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -42,6 +42,10 @@ fn report_holds_every_section_and_no_url_or_script() {
             "section {id} missing"
         );
     }
+    assert!(
+        !html.contains("id=\"drift\""),
+        "a run measured for seconds has no drift section"
+    );
     // Header facts, and a latency never without its rate.
     for fact in [
         "fixture-pools",
@@ -414,4 +418,107 @@ fn the_migration_section_appears_when_the_run_names_a_before_and_after() {
         assert!(html.contains(fact), "migration section lacks {fact}");
     }
     assert!(!html.contains("http://") && !html.contains("https://"));
+}
+
+/// Writes a sparse soak log to `path`: 100 successes every 30 s over `warmup_s` + 35 minutes,
+/// 2–3 ms with a 20 ms tail, twice as slow in the last 5 minutes.
+fn write_soak_log(path: &Path, warmup_s: u64) {
+    use loadgen::recorder::{Recording, Sample};
+    let mut recording = Recording::new(&["get_user".to_string(), "list_posts".to_string()]);
+    for interval in (0..warmup_s + 35 * 60).step_by(30) {
+        let slow = if interval >= warmup_s + 30 * 60 { 2 } else { 1 };
+        for k in 0..100u64 {
+            let latency_us = slow * (2_000 + (k % 10) * 100 + u64::from(k % 50 == 49) * 18_000);
+            let completed_offset_us = interval * 1_000_000 + k * 5_000;
+            let in_warmup = interval < warmup_s;
+            recording.record(&Sample {
+                request: 0,
+                latency_us,
+                ttfb_us: Some(latency_us / 2),
+                completed_offset_us,
+                sent_offset_us: completed_offset_us.saturating_sub(latency_us),
+                status: 200,
+                error: false,
+                timed_out: false,
+                in_warmup,
+                generator_late: false,
+                backlogged: false,
+                backlogged_at_cap: false,
+                send_lag_us: 40,
+                service_us: latency_us,
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    recording
+        .write_hlog(&mut bytes, std::time::SystemTime::UNIX_EPOCH, "soak")
+        .expect("hlog");
+    std::fs::write(path, bytes).expect("write hlog");
+}
+
+#[test]
+fn a_soak_run_shows_its_drift_per_ten_minutes_and_its_memory_slopes() {
+    const WARMUP_S: u64 = 30;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // run-single (pool-10, pool-50) stretched to a 35-minute measured window: its logs
+    // rewritten, the target leaking 48 MiB/h, apibench flat.
+    let run = edited_copy("run-single", tmp.path(), "soak", |m| {
+        m["warmup_ms"] = (WARMUP_S * 1000).into();
+        m["measured_duration_ms"] = (35 * 60 * 1000).into();
+        // No count for the log to be checked against (it is sparse).
+        m["errors"] = 0.into();
+        m["requests"] = 0.into();
+    });
+    for variant in ["pool-10", "pool-50"] {
+        write_soak_log(&run.join(variant).join("latency.hlog"), WARMUP_S);
+        let mut csv = format!("{}\n", loadgen::sampler::CSV_HEADER);
+        for i in 1..=(WARMUP_S + 35 * 60) * 4 {
+            let target_rss_bytes = (200 << 20) + i * 250 * (48 << 20) / 3_600_000;
+            let cells: Vec<String> = loadgen::sampler::CSV_HEADER
+                .split(',')
+                .map(|column| match column {
+                    "elapsed_ms" => (i * 250).to_string(),
+                    "target_rss_bytes" => target_rss_bytes.to_string(),
+                    "generator_rss_bytes" => (30u64 << 20).to_string(),
+                    _ => String::new(),
+                })
+                .collect();
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        std::fs::write(run.join(variant).join("resources.csv"), csv).expect("write csv");
+    }
+    let out = report(&run, &[]);
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("index.html")).expect("index.html written");
+    let drift = section(&html, "drift");
+    assert!(drift.contains("Drift over time (soak)"));
+    assert_eq!(drift.matches("<h3>").count(), 2, "one per variant");
+    assert_eq!(
+        drift.matches("<tr><td>").count(),
+        2 * (4 + 2),
+        "4 blocks, 2 processes"
+    );
+    assert!(
+        drift.contains("<td>0:30 – 10:30</td>"),
+        "blocks from the warm-up's end"
+    );
+    assert!(
+        drift.contains("4<small class=\"spread\">partial: 5 min</small>"),
+        "the last 5 minutes, marked partial"
+    );
+    assert!(drift.contains("1.00× (reference)"));
+    assert!(
+        drift.contains("2.00× (+20.9 ms)"),
+        "the last block's p99 doubled: {drift}"
+    );
+    assert!(drift.contains("latency degrades as the run goes on"));
+    assert!(drift.contains("+48.0 MiB/h"), "the slope put in: {drift}");
+    assert!(drift.contains("rising: a leak, or a cache still warming"));
+    assert!(
+        drift.contains("flat: as it should be"),
+        "apibench's own RSS"
+    );
+    // After the resources charts, as the page reads: memory over time, then its drift.
+    assert!(html.find("id=\"resources\"") < html.find("id=\"drift\""));
 }

@@ -1,6 +1,9 @@
-//! The report page: header (what was run, where, at which rate), the summary table, the charts
-//! and the per-request tables, assembled as one HTML string. Everything user-supplied is
-//! escaped; nothing here fetches, links or scripts.
+//! The report page: header (what was run, where, at which rate), the summary table, the
+//! percentile spectrum, the per-request tables and the generator self-check, with the sections
+//! that live in their own files — the migration table and waterfalls (`migration.rs`), the ramp
+//! (`ramp.rs`), the time charts (`time_charts.rs`), a soak's drift (`drift.rs`) — assembled
+//! as one HTML string ([`page`]), and the cells and labels they share. Everything user-supplied
+//! is escaped; nothing here fetches, links or scripts.
 //!
 //! Every measurement says whose numbers it holds: its verdict (valid / saturated / invalid,
 //! styled apart) with the verdict's reason, the generator's own send lag and runtime-probe lag
@@ -8,14 +11,11 @@
 //! failed requests' latency apart from the successes'. The verdicts come from the saved files
 //! ([`crate::output::verdict_state`]); this page never judges a run itself.
 
-use super::ReportError;
 use super::charts::{self, ChartSpec, Line, XAxis};
+use super::{ReportError, drift, migration, ramp, time_charts};
 use crate::compare::{Unit, format_figure, format_ratio, format_spread_parts};
-use crate::output::{
-    format_rate, format_us, goodput_rps, stage_goodput_rps, stage_mark, stage_state,
-    stages_by_rate, verdict_reason, verdict_state,
-};
-use crate::results::{Measurement, Percentiles, RunInfo, StageFigures, VariantSummary};
+use crate::output::{format_us, goodput_rps, verdict_reason, verdict_state};
+use crate::results::{Measurement, Percentiles, RunInfo, VariantSummary};
 use crate::saved::{self, SavedRun, SavedVariant, Spread};
 use crate::verdict::State;
 use std::fmt::Write as _;
@@ -85,7 +85,7 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
 ";
 
 /// The rate a variant's latencies were measured at, for labels: "pool-10 @ 200 req/s".
-fn variant_label(v: &VariantSummary) -> String {
+pub(super) fn variant_label(v: &VariantSummary) -> String {
     match v.figures.target_rate_per_sec {
         Some(rate) => format!("{} @ {} req/s", v.name, trim_number(rate)),
         None => format!(
@@ -96,7 +96,7 @@ fn variant_label(v: &VariantSummary) -> String {
     }
 }
 
-fn trim_number(v: f64) -> String {
+pub(super) fn trim_number(v: f64) -> String {
     if (v - v.round()).abs() < 0.05 {
         format!("{v:.0}")
     } else {
@@ -104,7 +104,7 @@ fn trim_number(v: f64) -> String {
     }
 }
 
-fn swatch(index: usize) -> String {
+pub(super) fn swatch(index: usize) -> String {
     format!(
         "<span class=\"swatch\" style=\"background:{}\"></span>",
         charts::css_colour(index)
@@ -181,7 +181,7 @@ fn spread(v: &VariantSummary, f: impl Fn(&Measurement) -> Option<f64>) -> Option
 }
 
 /// The verdict as a styled badge: valid, saturated or invalid look different at a glance.
-fn verdict_badge(state: State) -> String {
+pub(super) fn verdict_badge(state: State) -> String {
     let text = match state {
         State::Valid => "✓ valid",
         State::Saturated => "◐ saturated",
@@ -192,7 +192,7 @@ fn verdict_badge(state: State) -> String {
 
 /// The verdict cell: the badge and, under it, the one-sentence reason (every state has one in
 /// files that record it).
-fn verdict_cell(state: State, reason: Option<&str>) -> String {
+pub(super) fn verdict_cell(state: State, reason: Option<&str>) -> String {
     let fallback = match state {
         State::Valid => None,
         State::Saturated => Some("every user was busy past its slots: the server's backlog"),
@@ -205,7 +205,7 @@ fn verdict_cell(state: State, reason: Option<&str>) -> String {
 }
 
 /// `class="…"` of a table row by verdict, so a saturated or invalid row stands out.
-fn row_class(state: State) -> &'static str {
+pub(super) fn row_class(state: State) -> &'static str {
     match state {
         State::Valid => "",
         State::Saturated => " class=\"saturated\"",
@@ -613,7 +613,11 @@ fn knobs_text(s: &VariantSummary) -> String {
     format!(" · {}", knobs.join(" "))
 }
 
-fn chart(spec: &ChartSpec, lines: &[Line], empty_reason: &str) -> Result<String, ReportError> {
+pub(super) fn chart(
+    spec: &ChartSpec,
+    lines: &[Line],
+    empty_reason: &str,
+) -> Result<String, ReportError> {
     if lines.iter().all(|l| l.points.is_empty()) {
         return Ok(format!(
             "<figure><div class=\"empty\"><strong>{}</strong><br>{}</div></figure>",
@@ -628,7 +632,13 @@ fn chart(spec: &ChartSpec, lines: &[Line], empty_reason: &str) -> Result<String,
     Ok(format!("<figure>{svg}</figure>"))
 }
 
-fn spec(title: &str, x_label: &str, y_label: &str, x_axis: XAxis, wide: bool) -> ChartSpec {
+pub(super) fn spec(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x_axis: XAxis,
+    wide: bool,
+) -> ChartSpec {
     ChartSpec {
         title: title.into(),
         x_label: x_label.into(),
@@ -692,269 +702,6 @@ fn spectrum_points(v: &SavedVariant) -> Vec<(f64, f64)> {
     }
     points.push((5.0, h.max() as f64 / 1000.0));
     points
-}
-
-/// One line per measurement (repetition) of each variant, labelled once.
-fn per_measurement_lines(
-    run: &SavedRun,
-    points: impl Fn(&saved::SavedMeasurement) -> Vec<(f64, f64)>,
-) -> Vec<Line> {
-    let mut lines = Vec::new();
-    for (i, v) in run.variants.iter().enumerate() {
-        for (k, m) in v.measurements.iter().enumerate() {
-            let label = (k == 0).then(|| {
-                if v.measurements.len() > 1 {
-                    format!(
-                        "{} ({} repetitions)",
-                        variant_label(&v.summary),
-                        v.measurements.len()
-                    )
-                } else {
-                    variant_label(&v.summary)
-                }
-            });
-            lines.push(Line {
-                label,
-                colour_index: i,
-                points: points(m),
-            });
-        }
-    }
-    lines
-}
-
-fn warmup_shade(run: &SavedRun) -> Option<(f64, f64, String)> {
-    let warmup_ms = run.variants.first()?.summary.figures.warmup_ms;
-    (warmup_ms > 0).then(|| {
-        (
-            0.0,
-            warmup_ms as f64 / 1000.0,
-            "warm-up (excluded)".to_string(),
-        )
-    })
-}
-
-/// Runs longer than this are drawn in minutes: 7,200 s reads worse than 120 min.
-const MINUTES_AXIS_FROM_S: f64 = 30.0 * 60.0;
-
-/// The time charts' x axis: seconds, or minutes for a run of more than half an hour; with the
-/// unit for the axis label. Points are always given in seconds ([`XAxis::Minutes`] converts).
-fn time_axis(run: &SavedRun) -> (XAxis, &'static str) {
-    let longest_s = run
-        .variants
-        .iter()
-        .flat_map(|v| saved::measurements_of(&v.summary))
-        .map(|m| (m.warmup_ms + m.measured_duration_ms + m.drain_ms) as f64 / 1000.0)
-        .fold(0.0, f64::max);
-    if longest_s > MINUTES_AXIS_FROM_S {
-        (XAxis::Minutes, "min")
-    } else {
-        (XAxis::Seconds, "s")
-    }
-}
-
-/// How much of the run one point of the latency charts covers, for titles and notes: `None`
-/// when the measurements were bucketed differently (runs of different lengths).
-fn chart_bucket_s(run: &SavedRun) -> Option<u64> {
-    let mut sizes = run
-        .variants
-        .iter()
-        .flat_map(|v| &v.measurements)
-        .map(|m| m.chart_bucket_s);
-    let first = sizes.next().unwrap_or(1);
-    sizes.all(|s| s == first).then_some(first)
-}
-
-fn over_time(run: &SavedRun) -> Result<String, ReportError> {
-    let shade = warmup_shade(run);
-    let (x_axis, unit) = time_axis(run);
-    let x_label = format!("time since load start ({unit})");
-    let bucket = chart_bucket_s(run);
-    let per = match bucket {
-        Some(1) => "per 1 s interval".to_string(),
-        Some(n) => format!("per {n} s"),
-        None => "over time (downsampled)".to_string(),
-    };
-    let mut p50 = spec(
-        &format!("p50 latency {per}"),
-        &x_label,
-        "p50 latency (ms)",
-        x_axis,
-        false,
-    );
-    p50.shade = shade.clone();
-    let mut p99 = spec(
-        &format!("p99 latency {per}"),
-        &x_label,
-        "p99 latency (ms)",
-        x_axis,
-        false,
-    );
-    p99.shade = shade.clone();
-    let latency_lines = |pick: fn(&saved::IntervalPoint) -> u64| {
-        per_measurement_lines(run, move |m| {
-            m.chart_intervals
-                .iter()
-                .filter(|i| i.completed > 0 && i.is_full())
-                .map(|i| (i.start_s, pick(i) as f64 / 1000.0))
-                .collect()
-        })
-    };
-    let p50_lines = latency_lines(|i| i.p50_us);
-    let p99_lines = latency_lines(|i| i.p99_us);
-    let mut tp = spec(
-        &format!("Throughput {per} (goodput: successful requests)"),
-        &x_label,
-        "successful requests per second",
-        x_axis,
-        true,
-    );
-    tp.height_px = 360;
-    tp.shade = shade;
-    tp.reference_y =
-        common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
-    let tp_lines = per_measurement_lines(run, |m| {
-        m.chart_intervals
-            .iter()
-            .filter(|i| i.is_full())
-            .map(|i| (i.start_s, i.completed_per_sec()))
-            .collect()
-    });
-    let points = match bucket {
-        Some(1) => {
-            "Each point is one 1 s interval of <code>latency.hlog</code>, by completion time"
-                .to_string()
-        }
-        bucket => format!(
-            "Each point: {} — the 1 s intervals of <code>latency.hlog</code> in that span (by \
-             completion time), drawn as one because the run has more intervals than a chart can \
-             show: its percentiles come from the merged histograms of those intervals (never an \
-             average of their percentiles), its throughput is their completions over its \
-             seconds, and every summary figure still comes from the full histograms",
-            bucket.map_or_else(
-                || "a few seconds, more for longer runs".to_string(),
-                |n| format!("{n} s")
-            )
-        ),
-    };
-    Ok(format!(
-        "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
-         <p class=\"note\">{points}; the grey band is the warm-up, which the summary figures \
-         exclude; the last, partial interval (the drain after the schedule ended) is left out of \
-         the charts: its latencies count in the summary's percentiles, not in its goodput.</p>\n\
-         </section>\n\
-         <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
-        chart(&p50, &p50_lines, "no interval was recorded")?,
-        chart(&p99, &p99_lines, "no interval was recorded")?,
-        chart(&tp, &tp_lines, "no interval was recorded")?
-    ))
-}
-
-/// The target rate when every variant ran at the same single rate.
-fn common_target_rate(run: &SavedRun) -> Option<f64> {
-    if let Some(info) = &run.info
-        && info.load.stages.len() != 1
-    {
-        return None;
-    }
-    let rates: Vec<f64> = run
-        .variants
-        .iter()
-        .map(|v| v.summary.figures.target_rate_per_sec)
-        .collect::<Option<Vec<f64>>>()?;
-    let first = *rates.first()?;
-    rates
-        .iter()
-        .all(|r| (r - first).abs() < 1e-6)
-        .then_some(first)
-}
-
-fn resources(run: &SavedRun) -> Result<String, ReportError> {
-    const MIB: f64 = 1024.0 * 1024.0;
-    let (x_axis, unit) = time_axis(run);
-    let x = format!("time since sampling start ({unit})");
-    let no_target = "not measured: no process was watched (url targets have none)";
-    let no_postgres = "not measured: no Postgres process was watched (url targets, or a container)";
-    let no_generator = "not recorded: this resources.csv predates apibench's own RSS column";
-    // A long run has tens of thousands of samples: drawn in runs of consecutive samples, CPU as
-    // their mean and RSS as their peak (a leak or a spike is never smoothed away).
-    let draw = |title: &str,
-                y_label: &str,
-                pick: fn(&saved::ResourceRow) -> Option<f64>,
-                reduce: charts::Reduce,
-                empty_reason: &str| {
-        let lines = per_measurement_lines(run, move |m| {
-            let points: Vec<(f64, f64)> = m
-                .resources
-                .iter()
-                .filter_map(|r| pick(r).map(|v| (r.elapsed_ms as f64 / 1000.0, v)))
-                .collect();
-            charts::downsample(&points, saved::CHART_POINTS_MAX, reduce)
-        });
-        chart(
-            &spec(title, &x, y_label, x_axis, false),
-            &lines,
-            empty_reason,
-        )
-    };
-    let (rss, cpu) = ("RSS (MiB)", "CPU (% of one core)");
-    let (peak, mean) = (charts::Reduce::Max, charts::Reduce::Mean);
-    // Memory first, the target's and apibench's side by side: a leak in either shows.
-    let charts_html = [
-        draw(
-            "Target RSS (process tree)",
-            rss,
-            |r| r.target_rss_bytes.map(|b| b as f64 / MIB),
-            peak,
-            no_target,
-        )?,
-        draw(
-            "apibench (generator) RSS",
-            rss,
-            |r| r.generator_rss_bytes.map(|b| b as f64 / MIB),
-            peak,
-            no_generator,
-        )?,
-        draw(
-            "PostgreSQL RSS (postmaster + backends)",
-            rss,
-            |r| r.postgres_rss_bytes.map(|b| b as f64 / MIB),
-            peak,
-            no_postgres,
-        )?,
-        draw("Target CPU", cpu, |r| r.target_cpu_percent, mean, no_target)?,
-        draw(
-            "PostgreSQL CPU",
-            cpu,
-            |r| r.postgres_cpu_percent,
-            mean,
-            no_postgres,
-        )?,
-    ];
-    let samples_per_point = run
-        .variants
-        .iter()
-        .flat_map(|v| &v.measurements)
-        .map(|m| charts::points_per_bucket(m.resources.len(), saved::CHART_POINTS_MAX))
-        .max()
-        .unwrap_or(1);
-    let downsampled = if samples_per_point > 1 {
-        format!(
-            " Each point: up to {samples_per_point} consecutive samples (the run has more than a \
-             chart can show) — CPU as their mean, RSS as their peak, so no spike is smoothed away."
-        )
-    } else {
-        String::new()
-    };
-    Ok(format!(
-        "<section id=\"resources\">\n<h2>Memory and CPU over time</h2>\n<div class=\"grid\">{}</div>\n\
-         <p class=\"note\">Sampled from <code>/proc</code> every 250 ms (<code>resources.csv</code>). \
-         RSS sums the process tree, so pages shared between Postgres backends count once per backend: \
-         read it as an upper bound. apibench's own RSS is beside the target's: memory that keeps \
-         growing over a long run is a leak, in the generator or in the target. 200 % CPU is two \
-         cores busy.{downsampled}</p>\n</section>\n",
-        charts_html.join("")
-    ))
 }
 
 fn request_tables(run: &SavedRun) -> String {
@@ -1147,245 +894,6 @@ fn generator_table(run: &SavedRun) -> String {
     out
 }
 
-/// The `[find_max]` ramp of each variant that has one: a row per stage, by rate, with its verdict,
-/// whether it was within budget, over it, or client-limited (never the server's ceiling), the
-/// stages the bisection added, and what the target, Postgres and the generator used.
-fn ramp_section(run: &SavedRun) -> String {
-    let summary = &run.summary;
-    if summary.variants.iter().all(|v| v.figures.stages.is_empty()) {
-        return String::new();
-    }
-    let budget = run
-        .info
-        .as_ref()
-        .and_then(|i| i.load.find_max.as_ref())
-        .map(|f| {
-            format!(
-                " The budget: p99 ≤ {} and errors under {}.",
-                format_us(f.budget.p99_budget_us),
-                format_figure(Unit::Fraction, f.budget.max_error_rate)
-            )
-        })
-        .unwrap_or_default();
-    let mut out =
-        String::from("<section id=\"ramp\">\n<h2>Max sustainable throughput (ramp)</h2>\n");
-    for (i, v) in summary.variants.iter().enumerate() {
-        if v.figures.stages.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "<h3>{}{}: max sustainable {}</h3>\n<div class=\"scroll\"><table>\n<tr><th>stage rate</th>\
-             <th>goodput</th><th>p99</th><th>send lag p99</th><th>errors</th><th>budget</th>\
-             <th class=\"left\">verdict</th><th>users busy (peak)</th><th>target CPU</th>\
-             <th>target RSS peak</th><th>Postgres CPU</th><th>Postgres memory peak</th>\
-             <th>generator CPU</th></tr>",
-            swatch(i),
-            esc(&v.name),
-            esc(&crate::migration::max_sustainable_text(v))
-        );
-        for stage in stages_by_rate(&v.figures) {
-            out.push_str(&stage_row(stage));
-        }
-        out.push_str("</table></div>\n");
-    }
-    let _ = writeln!(
-        out,
-        "<p class=\"note\">Each stage is measured after its settle period. <span class=\"ok\">✓</span> \
-         within budget, <span class=\"bad\">✗</span> over budget (the server's doing), \
-         <span class=\"stage-mark client-limited\">client-limited</span>: users exhausted or the \
-         generator bound — it says nothing about the server and is never its ceiling; when the first \
-         failure above the ceiling is client-limited the ceiling is shown as “≥”. Stages marked \
-         <span class=\"bisection\">bisection</span> were added between the last pass and the first \
-         failure until the step was small; “±” is the resolution that leaves. CPU is % of one core.{}</p>\n</section>",
-        esc(&budget)
-    );
-    out
-}
-
-fn stage_row(s: &StageFigures) -> String {
-    let state = stage_state(s);
-    let mark_class = match stage_mark(s) {
-        "✓" => "ok",
-        "✗" => "bad",
-        _ => "stage-mark client-limited",
-    };
-    let percent = |p: Option<f64>| p.map_or("–".into(), |c| format!("{c:.1} %"));
-    let bytes = |b: Option<u64>| b.map_or("–".into(), |b| format_figure(Unit::Bytes, b as f64));
-    format!(
-        "<tr{}><td>{} req/s{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td><span class=\"{mark_class}\">{}</span></td>{}<td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{}</td></tr>\n",
-        row_class(state),
-        format_rate(s.rate_per_sec),
-        if s.bisection {
-            "<span class=\"bisection\">bisection</span>"
-        } else {
-            ""
-        },
-        format_figure(Unit::PerSec, stage_goodput_rps(s)),
-        esc(&format_us(s.p99_us)),
-        if s.send_lag_p99_us > 0 || !s.verdict.is_empty() {
-            esc(&format_us(s.send_lag_p99_us))
-        } else {
-            "–".into()
-        },
-        format_figure(Unit::Fraction, s.error_rate),
-        stage_mark(s),
-        verdict_cell(state, s.verdict_reason.as_deref()),
-        if s.peak_users_busy > 0 {
-            s.peak_users_busy.to_string()
-        } else {
-            "–".into()
-        },
-        percent(s.target_cpu_mean_percent),
-        bytes(s.target_rss_peak_bytes),
-        percent(s.postgres_cpu_mean_percent),
-        bytes(s.postgres_rss_peak_bytes),
-        percent(s.generator_cpu_mean_percent),
-    )
-}
-
-/// "node-before (INVALID)" in a heading, by the variant's verdict.
-fn state_suffix(state: State) -> &'static str {
-    match state {
-        State::Valid => "",
-        State::Saturated => " (saturated)",
-        State::Invalid => " (INVALID)",
-    }
-}
-
-/// The seed's before/after table and the attribution waterfalls; empty when the run has no
-/// before/after pair (see [`crate::migration::resolve_pair`]).
-fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
-    let summary = &run.summary;
-    let Some(table) = crate::migration::table(summary) else {
-        return Ok(String::new());
-    };
-    let mut out = format!(
-        "<section id=\"migration\">\n<h2>Migration: {} → {}</h2>\n<div class=\"scroll\"><table>\n\
-         <tr><th></th><th>before ({}) {}</th><th>after ({}) {}</th><th>change</th>\
-         <th class=\"left\">the seed claimed</th></tr>\n",
-        esc(&table.before),
-        esc(&table.after),
-        esc(&table.before),
-        verdict_badge(table.before_state),
-        esc(&table.after),
-        verdict_badge(table.after_state)
-    );
-    for row in &table.rows {
-        let change_class = if row.change.starts_with("n/a") {
-            " class=\"muted\""
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td{change_class}>{}</td><td class=\"reason\">{}</td></tr>",
-            esc(&row.metric),
-            esc(&row.before),
-            esc(&row.after),
-            esc(&row.change),
-            esc(row.seed_claim)
-        );
-    }
-    out.push_str("</table></div>\n");
-    if !table.notes.is_empty() {
-        out.push_str("<ul class=\"notes\">\n");
-        for note in &table.notes {
-            let _ = writeln!(out, "<li>{}</li>", esc(note));
-        }
-        out.push_str("</ul>\n");
-    }
-
-    let steps = crate::migration::steps(summary);
-    if !steps.is_empty() {
-        let states: std::collections::HashMap<&str, State> = summary
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str(), verdict_state(&v.figures)))
-            .collect();
-        let label = |name: &str| {
-            format!(
-                "→ {name}{}",
-                state_suffix(states.get(name).copied().unwrap_or(State::Valid))
-            )
-        };
-        let bars = |pick: fn(&crate::migration::MigrationStep) -> &crate::migration::StepRatio| {
-            steps
-                .iter()
-                .map(|s| charts::WaterfallStep {
-                    label: label(&s.to),
-                    ratio: pick(s).ratio,
-                    note: pick(s).excluded.as_ref().map(|_| "excluded".to_string()),
-                })
-                .collect::<Vec<_>>()
-        };
-        let throughput_spec = spec(
-            "Max sustainable throughput, step by step",
-            "step (variant → next variant, in scenario order)",
-            "cumulative change (log)",
-            XAxis::Seconds,
-            false,
-        );
-        let rate = summary
-            .variants
-            .first()
-            .and_then(|v| v.figures.target_rate_per_sec)
-            .map_or_else(String::new, |r| format!(" at {r:.0} req/s"));
-        let p99_spec = spec(
-            &format!("p99{rate}, step by step (lower is better)"),
-            "step (variant → next variant, in scenario order)",
-            "cumulative change (log)",
-            XAxis::Seconds,
-            false,
-        );
-        let draw = |chart_spec: &ChartSpec, steps: &[charts::WaterfallStep], higher: bool| {
-            charts::waterfall_chart(chart_spec, steps, higher)
-                .map(|svg| format!("<figure>{svg}</figure>"))
-                .map_err(|message| ReportError::Chart {
-                    chart: chart_spec.title.clone(),
-                    message,
-                })
-        };
-        let _ = write!(
-            out,
-            "<h3>Attribution: which step bought how much</h3>\n<div class=\"grid\">{}{}</div>\n",
-            draw(&throughput_spec, &bars(|s| &s.throughput), true)?,
-            draw(&p99_spec, &bars(|s| &s.p99), false)?
-        );
-        let mut excluded: Vec<String> = Vec::new();
-        for step in &steps {
-            for (what, ratio) in [("throughput", &step.throughput), ("p99", &step.p99)] {
-                if let Some(why) = &ratio.excluded {
-                    excluded.push(format!("{} → {} ({what}): {why}", step.from, step.to));
-                }
-            }
-        }
-        if !excluded.is_empty() {
-            out.push_str(
-                "<p class=\"note\">Excluded from the attribution (no bar, and no total where a \
-                 step is missing), because a side is not the server's measurement:</p>\n<ul class=\"notes\">\n",
-            );
-            for line in excluded {
-                let _ = writeln!(out, "<li>{}</li>", esc(&line));
-            }
-            out.push_str("</ul>\n");
-        }
-    }
-    out.push_str(
-        "<p class=\"note\">Same machine, data, rate and pool size for every variant unless a step exists to \
-         change exactly that. Throughput is the highest ramp stage whose p99 stayed within the budget with \
-         under the error limit and a healthy generator (a “≥” means the top stage passed or the first \
-         failure above was client-limited, so the server's ceiling is at least that; “±” is the ceiling's \
-         resolution). An invalid variant — generator-bound, users exhausted, too many errors — gives no \
-         ratio. p99 and RSS are from the fixed-rate phase; GC pause time is Node's \
-         <code>nodejs_gc_duration_seconds</code> over that phase. Generator, Postgres and server share the \
-         CPUs: compare ratios, not absolutes.</p>\n</section>\n",
-    );
-    Ok(out)
-}
-
 /// The whole page.
 pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     let mut out = String::with_capacity(256 * 1024);
@@ -1399,11 +907,12 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     out.push_str(&header(run));
     out.push_str(&banners(run));
     out.push_str(&summary_table(run, reference));
-    out.push_str(&migration_section(run)?);
-    out.push_str(&ramp_section(run));
+    out.push_str(&migration::migration_section(run)?);
+    out.push_str(&ramp::ramp_section(run));
     out.push_str(&spectrum(run)?);
-    out.push_str(&over_time(run)?);
-    out.push_str(&resources(run)?);
+    out.push_str(&time_charts::over_time(run)?);
+    out.push_str(&time_charts::resources(run)?);
+    out.push_str(&drift::section(run));
     out.push_str(&request_tables(run));
     out.push_str(&generator_table(run));
     let _ = write!(
@@ -1415,136 +924,4 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
         esc(&run.dir.display().to_string())
     );
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::results::{Measurement, Summary};
-    use crate::saved::{IntervalPoint, ResourceRow, SavedMeasurement};
-
-    /// A run of one variant and one measurement with these chart points and resource rows.
-    fn run_of(
-        duration_s: u64,
-        chart_bucket_s: u64,
-        chart_intervals: Vec<IntervalPoint>,
-        resources: Vec<ResourceRow>,
-    ) -> SavedRun {
-        let figures = Measurement {
-            warmup_ms: 60_000,
-            measured_duration_ms: duration_s * 1000 - 60_000,
-            target_rate_per_sec: Some(100.0),
-            ..Measurement::default()
-        };
-        let summary = VariantSummary {
-            name: "soak".into(),
-            target_kind: "api".into(),
-            knobs: Default::default(),
-            load_model: crate::scenario::LoadModel::Open,
-            latency_origin: "scheduled".into(),
-            figures,
-            repetitions: Vec::new(),
-        };
-        SavedRun {
-            dir: "run".into(),
-            summary: Summary {
-                schema_version: crate::results::SCHEMA_VERSION,
-                scenario: "soak".into(),
-                load_model: crate::scenario::LoadModel::Open,
-                partial: false,
-                repeat: 1,
-                started_at: String::new(),
-                finished_at: String::new(),
-                variants: vec![summary.clone()],
-                migration_table: None,
-            },
-            info: None,
-            variants: vec![SavedVariant {
-                summary,
-                measurements: vec![SavedMeasurement {
-                    repetition: 1,
-                    intervals: chart_intervals.clone(),
-                    chart_intervals,
-                    chart_bucket_s,
-                    merged: crate::recorder::new_histogram(),
-                    resources,
-                }],
-                merged: crate::recorder::new_histogram(),
-            }],
-        }
-    }
-
-    fn point(start_s: f64, duration_s: f64) -> IntervalPoint {
-        IntervalPoint {
-            start_s,
-            p50_us: 2_000,
-            p99_us: 9_000,
-            completed: (100.0 * duration_s) as u64,
-            duration_s,
-            after_schedule: false,
-        }
-    }
-
-    #[test]
-    fn a_two_hour_run_is_drawn_in_minutes_from_buckets_with_the_generator_rss_beside_the_target_s()
-    {
-        let buckets: Vec<IntervalPoint> = (0..720).map(|b| point(b as f64 * 10.0, 10.0)).collect();
-        let rows: Vec<ResourceRow> = (1..=28_800u64)
-            .map(|i| ResourceRow {
-                elapsed_ms: i * 250,
-                target_rss_bytes: Some(100 << 20),
-                target_cpu_percent: Some(50.0),
-                generator_rss_bytes: Some((20 << 20) + i * 1_000),
-                ..ResourceRow::default()
-            })
-            .collect();
-        let run = run_of(7_200, 10, buckets, rows);
-        let over = over_time(&run).expect("renders");
-        assert!(
-            over.contains("p99 latency per 10 s"),
-            "titled by the bucket"
-        );
-        assert!(over.contains("time since load start (min)"));
-        assert!(
-            over.contains("Each point: 10 s")
-                && over.contains("merged histograms of those intervals"),
-            "the note says what a point is"
-        );
-        let resources = resources(&run).expect("renders");
-        assert!(resources.contains("apibench (generator) RSS"));
-        assert!(
-            !resources.contains("predates apibench"),
-            "the generator's RSS is drawn"
-        );
-        assert!(resources.contains("time since sampling start (min)"));
-        assert!(
-            resources.contains("up to 40 consecutive samples") && resources.contains("their peak"),
-            "the note says how samples were merged"
-        );
-        // apibench's RSS sits next to the target's.
-        let target = resources.find("Target RSS").expect("target RSS");
-        let generator = resources
-            .find("apibench (generator) RSS")
-            .expect("generator");
-        let target_cpu = resources.find("Target CPU").expect("target CPU");
-        assert!(target < generator && generator < target_cpu);
-    }
-
-    #[test]
-    fn a_short_run_keeps_seconds_intervals_and_says_when_the_generator_rss_is_unknown() {
-        let intervals: Vec<IntervalPoint> = (0..120).map(|s| point(s as f64, 1.0)).collect();
-        let rows = vec![ResourceRow {
-            elapsed_ms: 250,
-            target_rss_bytes: Some(1 << 20),
-            ..ResourceRow::default()
-        }];
-        let run = run_of(120, 1, intervals, rows);
-        let over = over_time(&run).expect("renders");
-        assert!(over.contains("p99 latency per 1 s interval"));
-        assert!(over.contains("time since load start (s)"));
-        assert!(over.contains("Each point is one 1 s interval"));
-        let resources = resources(&run).expect("renders");
-        assert!(resources.contains("predates apibench&#39;s own RSS column"));
-        assert!(!resources.contains("consecutive samples"));
-    }
 }

@@ -8,9 +8,19 @@
 //! its directory. The page is rendered in memory first and written through a temporary file and
 //! a rename, so a missing or corrupt input (exit 2, file named) never leaves a half-written or
 //! overwritten `index.html` behind.
+//!
+//! Inside: this file (the verb, loading, writing), `html.rs` (the page and the cells its
+//! sections share), one file per section that grew its own logic — `migration.rs`, `ramp.rs`,
+//! `time_charts.rs`, `drift.rs` (a soak's drift over time) — and `charts.rs` (the SVG charts).
 
 pub mod charts;
+mod drift;
 pub mod html;
+mod migration;
+mod ramp;
+#[cfg(test)]
+mod test_runs;
+mod time_charts;
 
 use crate::recover::{self, RecoverError};
 use crate::saved::{CommandOutcome, SavedRun, SavedRunError};
