@@ -262,3 +262,28 @@ fn the_migration_scenario_parses() {
         assert_eq!(v.knobs["pool_max"], "10", "{}", v.name);
     }
 }
+
+#[test]
+fn run_duration_replaces_one_stage_and_refuses_several() {
+    let mut one = scenario::parse(VALID, Path::new("scen.toml")).expect("valid");
+    one.load
+        .set_duration(std::time::Duration::from_secs(7_200))
+        .expect("one stage takes --duration");
+    assert_eq!(one.load.duration.as_secs(), 7_200);
+    assert_eq!(one.load.stages[0].duration.as_secs(), 7_200);
+    let staged = VALID.replace(
+        "rate_per_sec = 100\nduration = \"2s\"",
+        "[[load.stages]]\nrate_per_sec = 100\nduration = \"2s\"\n[[load.stages]]\nrate_per_sec = 200\nduration = \"2s\"",
+    );
+    let mut two = scenario::parse(&staged, Path::new("scen.toml")).expect("valid stages");
+    let e = two
+        .load
+        .set_duration(std::time::Duration::from_secs(60))
+        .expect_err("two stages have no one duration");
+    assert!(
+        e.contains("--duration") && e.contains("2 [[load.stages]]"),
+        "{e}"
+    );
+    assert_eq!(two.load.duration.as_secs(), 4, "left as the file says");
+    assert!(one.load.set_duration(std::time::Duration::ZERO).is_err());
+}
