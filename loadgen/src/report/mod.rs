@@ -11,13 +11,15 @@
 //!
 //! Inside: this file (the verb, loading, writing), `html.rs` (the page and the cells its
 //! sections share), one file per section that grew its own logic — `migration.rs`, `ramp.rs`,
-//! `time_charts.rs`, `drift.rs` (a soak's drift over time) — and `charts.rs` (the SVG charts).
+//! `time_charts.rs`, `drift.rs` (a soak's drift over time), `tables.rs` (per-request and generator
+//! tables) — and `charts.rs` (the SVG charts).
 
 pub mod charts;
 mod drift;
 pub mod html;
 mod migration;
 mod ramp;
+mod tables;
 #[cfg(test)]
 mod test_runs;
 mod time_charts;
