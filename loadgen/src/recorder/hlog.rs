@@ -185,6 +185,17 @@ pub fn read_hlog(bytes: &[u8]) -> Result<Vec<LoggedInterval>, String> {
 /// `visit`) stops the walk.
 pub fn for_each_hlog_interval(
     bytes: &[u8],
+    visit: impl FnMut(LoggedInterval) -> Result<(), String>,
+) -> Result<(), String> {
+    for_each_hlog_interval_tagged(bytes, |_| true, visit)
+}
+
+/// [`for_each_hlog_interval`] for the entries whose tag `wanted` accepts (`None`: untagged);
+/// the others are skipped before their histogram is decoded — most of a long log's reading
+/// time when only the latencies are needed.
+pub fn for_each_hlog_interval_tagged(
+    bytes: &[u8],
+    wanted: impl Fn(Option<&str>) -> bool,
     mut visit: impl FnMut(LoggedInterval) -> Result<(), String>,
 ) -> Result<(), String> {
     use hdrhistogram::serialization::Deserializer;
@@ -192,6 +203,7 @@ pub fn for_each_hlog_interval(
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
         match entry {
+            Ok(LogEntry::Interval(interval)) if !wanted(interval.tag().map(|t| t.as_str())) => {}
             Ok(LogEntry::Interval(interval)) => {
                 let raw = base64_decode(interval.encoded_histogram());
                 let histogram: Histogram<u64> = deserializer

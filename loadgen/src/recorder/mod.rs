@@ -42,7 +42,9 @@ pub use collector::{
     Batch, Collector, CollectorStats, INTERVAL_GRACE, IntervalOutput, Sink, UserRecorder,
     WorkerRecorder,
 };
-pub use hlog::{HlogStream, LoggedInterval, for_each_hlog_interval, read_hlog};
+pub use hlog::{
+    HlogStream, LoggedInterval, for_each_hlog_interval, for_each_hlog_interval_tagged, read_hlog,
+};
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;

@@ -321,7 +321,10 @@ pub(super) fn read_latency_log(
     // Successes that completed after the warm-up began to end: every measured success is among
     // them (untagged entries are successes; in older logs, every completion).
     let mut after_warmup = 0u64;
-    recorder::for_each_hlog_interval(&bytes, |interval| {
+    // Latencies, and the errors' counts when the drift table wants them; nothing else decoded.
+    let drifting = drift.is_some();
+    let wanted = move |tag: Option<&str>| tag.is_none() || (drifting && tag == Some(ERRORS_TAG));
+    recorder::for_each_hlog_interval_tagged(&bytes, wanted, |interval| {
         match (interval.tag.as_deref(), drift.as_mut()) {
             (None, _) => {}
             (Some(ERRORS_TAG), Some(drift)) => {
@@ -464,19 +467,23 @@ fn measured_units(bytes: &[u8], m: &Measurement) -> Result<Vec<MeasuredInterval>
             unit.duration_s += duration_s;
         }
     }
-    recorder::for_each_hlog_interval(bytes, |interval| {
-        if interval.tag.is_some() || !measured(interval.start, interval.duration) {
-            return Ok(());
-        }
-        let at = || format!("interval at {} s", interval.start.as_secs_f64());
-        let unit = unit_of
-            .get(&interval.start)
-            .and_then(|index| units.get_mut(*index))
-            .ok_or_else(|| format!("{}: missing from the first reading of the log", at()))?;
-        unit.histogram
-            .add(&interval.histogram)
-            .map_err(|e| format!("{}: {e:?}", at()))
-    })?;
+    recorder::for_each_hlog_interval_tagged(
+        bytes,
+        |tag| tag.is_none(),
+        |interval| {
+            if interval.tag.is_some() || !measured(interval.start, interval.duration) {
+                return Ok(());
+            }
+            let at = || format!("interval at {} s", interval.start.as_secs_f64());
+            let unit = unit_of
+                .get(&interval.start)
+                .and_then(|index| units.get_mut(*index))
+                .ok_or_else(|| format!("{}: missing from the first reading of the log", at()))?;
+            unit.histogram
+                .add(&interval.histogram)
+                .map_err(|e| format!("{}: {e:?}", at()))
+        },
+    )?;
     Ok(units)
 }
 
