@@ -431,22 +431,13 @@ fn write_soak_log(path: &Path, warmup_s: u64) {
             let latency_us = slow * (2_000 + (k % 10) * 100 + u64::from(k % 50 == 49) * 18_000);
             let completed_offset_us = interval * 1_000_000 + k * 5_000;
             let in_warmup = interval < warmup_s;
-            recording.record(&Sample {
-                request: 0,
+            recording.record(&Sample::success(
+                0,
                 latency_us,
-                ttfb_us: Some(latency_us / 2),
                 completed_offset_us,
-                sent_offset_us: completed_offset_us.saturating_sub(latency_us),
-                status: 200,
-                error: false,
-                timed_out: false,
                 in_warmup,
-                generator_late: false,
-                backlogged: false,
-                backlogged_at_cap: false,
-                send_lag_us: 40,
-                service_us: latency_us,
-            });
+                40,
+            ));
         }
     }
     let mut bytes = Vec::new();

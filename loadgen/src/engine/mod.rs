@@ -422,15 +422,11 @@ async fn probe_runtime(shared: Arc<Shared>, worker: usize) -> Histogram<u64> {
         }
         let now = Instant::now();
         // The first user fixes the schedule's start; until then nothing is measured.
-        let measured = shared
-            .schedule
-            .started_at()
-            .is_some_and(|start| due >= start + warmup);
-        if measured {
-            record_clamped(&mut lag, micros(now.saturating_duration_since(due)));
-        }
-        // An idle worker still ships its closed intervals, once a second (see the recorder).
         if let Some(start) = shared.schedule.started_at() {
+            if due >= start + warmup {
+                record_clamped(&mut lag, micros(now.saturating_duration_since(due)));
+            }
+            // An idle worker still ships its closed intervals, once a second (see the recorder).
             let second = now.saturating_duration_since(start).as_secs();
             if second > shipped_second {
                 shipped_second = second;

@@ -96,6 +96,35 @@ pub struct Sample {
     pub service_us: u64,
 }
 
+impl Sample {
+    /// A successful `200` completed at `completed_offset_us`, sent `latency_us` earlier (TTFB half
+    /// of it, no backlog, the generator on time): what tests and fixtures build logs from.
+    pub fn success(
+        request: u16,
+        latency_us: u64,
+        completed_offset_us: u64,
+        in_warmup: bool,
+        send_lag_us: u64,
+    ) -> Sample {
+        Sample {
+            request,
+            latency_us,
+            ttfb_us: Some(latency_us / 2),
+            completed_offset_us,
+            sent_offset_us: completed_offset_us.saturating_sub(latency_us),
+            status: 200,
+            error: false,
+            timed_out: false,
+            in_warmup,
+            generator_late: false,
+            backlogged: false,
+            backlogged_at_cap: false,
+            send_lag_us,
+            service_us: latency_us,
+        }
+    }
+}
+
 /// The histograms of one request name (after warm-up).
 #[derive(Debug, Clone)]
 pub struct RequestRecording {

@@ -7,22 +7,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use std::time::{Instant, SystemTime};
 
 fn sample(request: u16, latency_us: u64, completed_offset_us: u64, in_warmup: bool) -> Sample {
-    Sample {
-        request,
-        latency_us,
-        ttfb_us: Some(latency_us / 2),
-        completed_offset_us,
-        sent_offset_us: completed_offset_us.saturating_sub(latency_us),
-        status: 200,
-        error: false,
-        timed_out: false,
-        in_warmup,
-        generator_late: false,
-        backlogged: false,
-        backlogged_at_cap: false,
-        send_lag_us: 40,
-        service_us: latency_us,
-    }
+    Sample::success(request, latency_us, completed_offset_us, in_warmup, 40)
 }
 
 #[test]

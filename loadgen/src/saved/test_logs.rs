@@ -43,22 +43,13 @@ impl<F: Fn(u64, u64) -> u64> SyntheticLog<F> {
             for k in 0..self.per_interval {
                 let latency_us = (self.latency)(interval, k);
                 let completed_offset_us = interval * 1_000_000 + k * spacing_us;
-                user.push(Sample {
-                    request: 0,
+                user.push(Sample::success(
+                    0,
                     latency_us,
-                    ttfb_us: Some(latency_us / 2),
                     completed_offset_us,
-                    sent_offset_us: completed_offset_us.saturating_sub(latency_us),
-                    status: 200,
-                    error: false,
-                    timed_out: false,
-                    in_warmup: interval < self.warmup_s,
-                    generator_late: false,
-                    backlogged: false,
-                    backlogged_at_cap: false,
-                    send_lag_us: 30,
-                    service_us: latency_us,
-                });
+                    interval < self.warmup_s,
+                    30,
+                ));
             }
         }
         drop(user);
