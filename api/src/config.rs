@@ -37,6 +37,9 @@ pub struct Config {
     pub knobs: Knobs,
 }
 
+/// The largest `query_timeout_ms`: PostgreSQL's `statement_timeout` is a 32-bit count of ms.
+pub const MAX_QUERY_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 /// The knobs of `docs/KNOBS.md`, exactly as named there.
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct Knobs {
@@ -55,6 +58,11 @@ pub struct Knobs {
     /// Ping a pooled connection before handing it out.
     #[arg(long, env = "API_TEST_BEFORE_ACQUIRE", default_value_t = true, action = ArgAction::Set)]
     pub test_before_acquire: bool,
+
+    /// How long one SQL statement may run before the request gets 503 + Retry-After (sent to
+    /// PostgreSQL as statement_timeout; the client gives up 250 ms later if no answer comes).
+    #[arg(long, env = "API_QUERY_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=MAX_QUERY_TIMEOUT_MS))]
+    pub query_timeout_ms: u64,
 
     /// Gzip responses when the client accepts it.
     #[arg(long, env = "API_GZIP", default_value_t = true, action = ArgAction::Set)]
@@ -109,6 +117,7 @@ impl Default for Knobs {
             pool_min: 10,
             pool_acquire_timeout_ms: 3000,
             test_before_acquire: true,
+            query_timeout_ms: 2000,
             gzip: true,
             cache_headers: true,
             cache_max_age_secs: 3600,
@@ -217,7 +226,7 @@ mod tests {
     #[test]
     fn help_lists_every_documented_knob_with_its_env_var() {
         let knobs = documented_knobs();
-        assert_eq!(knobs.len(), 15, "the KNOBS.md table changed: {knobs:?}");
+        assert_eq!(knobs.len(), 16, "the KNOBS.md table changed: {knobs:?}");
         let help = Config::command().render_long_help().to_string();
         for knob in &knobs {
             let flag = format!("--{}", knob.replace('_', "-"));
@@ -248,6 +257,7 @@ mod tests {
             "--pool-min=2",
             "--pool-acquire-timeout-ms=250",
             "--test-before-acquire=false",
+            "--query-timeout-ms=750",
             "--gzip=false",
             "--cache-headers=false",
             "--cache-max-age-secs=60",
@@ -269,6 +279,7 @@ mod tests {
             pool_min: 2,
             pool_acquire_timeout_ms: 250,
             test_before_acquire: false,
+            query_timeout_ms: 750,
             gzip: false,
             cache_headers: false,
             cache_max_age_secs: 60,
@@ -304,6 +315,8 @@ mod tests {
             ["api", "--posts-strategy=n-plus-one"],
             ["api", "--log-level=loud"],
             ["api", "--argon2-memory-kib=4"],
+            ["api", "--query-timeout-ms=0"],
+            ["api", "--query-timeout-ms=2147483648"],
             ["api", "--provision=nonsense"],
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?} accepted");

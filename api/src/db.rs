@@ -7,18 +7,26 @@
 //! and `batch` issues 2. The count is per `Db` value (shared by its clones), so tests running in
 //! parallel in one process do not disturb each other.
 //!
+//! Every statement is bounded in time ([`Db::query_timeout`], the `query_timeout_ms` knob): it
+//! runs on a connection taken from the pool (bounded by `pool_acquire_timeout_ms`), PostgreSQL
+//! cancels it itself after `query_timeout_ms` (`statement_timeout`, set when each connection
+//! starts), and if the server does not answer at all — paused, partitioned — the client gives up
+//! [`QUERY_TIMEOUT_GRACE`] later and closes that connection. So no database path can hang a
+//! request; each such failure is a 503 + `Retry-After` ([`ApiError`]).
+//!
 //! Nothing here knows about HTTP except that failures are [`ApiError`]s.
 
 use std::collections::HashMap;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::config::{Knobs, PostsStrategy};
 use crate::error::ApiError;
@@ -28,8 +36,23 @@ use crate::error::ApiError;
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// Applies the migrations to `pool`'s database.
+///
+/// On a connection of its own with `statement_timeout` off: the pool's connections carry the
+/// request-sized `query_timeout_ms`, and a migration (an index build on a big table) may
+/// legitimately take longer. The connection is closed afterwards, never returned to the pool.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    let mut connection = pool.acquire().await?.detach();
+    let migrated = async {
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut connection)
+            .await?;
+        MIGRATOR.run(&mut connection).await
+    }
+    .await;
+    if let Err(error) = connection.close().await {
+        tracing::debug!(%error, "closing the migration connection failed");
+    }
+    migrated
 }
 
 /// Pool options from the knobs.
@@ -46,25 +69,52 @@ pub fn pool_options(knobs: &Knobs) -> PgPoolOptions {
         .test_before_acquire(knobs.test_before_acquire)
 }
 
-/// Connects a pool to `url` with the knobs' settings.
+/// Connects a pool to `url` with the knobs' settings; every connection starts with
+/// `statement_timeout = query_timeout_ms`, so PostgreSQL stops a statement that overruns (and
+/// frees what it holds) even when the client has long given up.
 pub async fn connect(url: &str, knobs: &Knobs) -> Result<PgPool, sqlx::Error> {
-    pool_options(knobs).connect(url).await
+    let options = PgConnectOptions::from_str(url)?
+        .options([("statement_timeout", knobs.query_timeout_ms.to_string())]);
+    pool_options(knobs).connect_with(options).await
 }
 
-/// A pool plus a count of the statements issued through it.
+/// How long after `query_timeout_ms` the client stops waiting for an answer. PostgreSQL's own
+/// `statement_timeout` fires first whenever the server is alive; its error arrives on a healthy
+/// connection that goes back to the pool. Only a server that answers nothing at all (paused,
+/// partitioned, out of CPU) reaches the client-side bound, and that connection is closed.
+pub const QUERY_TIMEOUT_GRACE: Duration = Duration::from_millis(250);
+
+/// A pool plus a count of the statements issued through it and the bound on each statement.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: PgPool,
     queries_issued: Arc<AtomicU64>,
+    /// The `query_timeout_ms` knob; the client-side bound adds [`QUERY_TIMEOUT_GRACE`].
+    query_timeout: Duration,
 }
 
 impl Db {
-    /// Wraps `pool`; the query count starts at 0.
+    /// Wraps `pool` with the default `query_timeout_ms`; the query count starts at 0.
     pub fn new(pool: PgPool) -> Db {
         Db {
             pool,
             queries_issued: Arc::new(AtomicU64::new(0)),
+            query_timeout: Duration::from_millis(Knobs::default().query_timeout_ms),
         }
+    }
+
+    /// The same, with `query_timeout` as the bound on each statement (the `query_timeout_ms`
+    /// knob; give [`connect`] the same knobs so that the server enforces it too).
+    pub fn with_query_timeout(self, query_timeout: Duration) -> Db {
+        Db {
+            query_timeout,
+            ..self
+        }
+    }
+
+    /// The bound on each statement (the `query_timeout_ms` knob).
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     /// The underlying pool (for health checks, gauges, shutdown).
@@ -77,10 +127,38 @@ impl Db {
         self.queries_issued.load(Ordering::Relaxed)
     }
 
-    /// The pool, counting one statement. Every query in this module executes on `self.counted()`.
-    fn counted(&self) -> &PgPool {
+    /// Runs one statement, counted, on a connection from the pool, within the query timeout.
+    /// Every query in this module goes through here.
+    ///
+    /// Waiting for the connection is bounded by the pool (`pool_acquire_timeout_ms`, then
+    /// `PoolTimedOut` → 503). The statement is bounded by the server's `statement_timeout`
+    /// (error 57014 → 503, connection reused) and, should no answer come at all, by
+    /// `query_timeout + QUERY_TIMEOUT_GRACE` here. In that last case the statement's future is
+    /// dropped mid-flight and the connection still owes a reply; sqlx would return it to the pool
+    /// by pinging it first, and that ping waits for the owed reply — forever on a paused server,
+    /// holding a pool slot all along. So the connection is closed instead (its slot is free at
+    /// once, a fresh connection replaces it when the server is back).
+    async fn run<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, ApiError> {
         self.queries_issued.fetch_add(1, Ordering::Relaxed);
-        &self.pool
+        let mut connection = self.pool.acquire().await?;
+        let bound = self.query_timeout + QUERY_TIMEOUT_GRACE;
+        match tokio::time::timeout(bound, statement(&mut connection)).await {
+            Ok(result) => Ok(result?),
+            Err(_elapsed) => {
+                connection.close_on_drop();
+                let silence = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer from the database within {} ms",
+                        bound.as_millis()
+                    ),
+                );
+                Err(ApiError::Unavailable(sqlx::Error::Io(silence)))
+            }
+        }
     }
 }
 
@@ -143,21 +221,27 @@ pub async fn insert_user(
         "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING ",
         user_columns!()
     );
-    Ok(sqlx::query_as::<_, User>(sql)
-        .bind(email)
-        .bind(name)
-        .bind(password_hash)
-        .fetch_one(db.counted())
-        .await?)
+    db.run(async |connection| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(email)
+            .bind(name)
+            .bind(password_hash)
+            .fetch_one(connection)
+            .await
+    })
+    .await
 }
 
 /// One user by id, `None` if absent.
 pub async fn get_user(db: &Db, id: i64) -> Result<Option<User>, ApiError> {
     let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-    Ok(sqlx::query_as::<_, User>(sql)
-        .bind(id)
-        .fetch_optional(db.counted())
-        .await?)
+    db.run(async |connection| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(id)
+            .fetch_optional(connection)
+            .await
+    })
+    .await
 }
 
 /// The users among `ids` that exist, ordered by id — one statement, `WHERE id = ANY($1)`.
@@ -167,20 +251,24 @@ pub async fn get_users(db: &Db, ids: &[i64]) -> Result<Vec<User>, ApiError> {
         user_columns!(),
         " FROM users WHERE id = ANY($1) ORDER BY id"
     );
-    Ok(sqlx::query_as::<_, User>(sql)
-        .bind(ids)
-        .fetch_all(db.counted())
-        .await?)
+    db.run(async |connection| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(ids)
+            .fetch_all(connection)
+            .await
+    })
+    .await
 }
 
 /// The stored argon2id PHC string of a user (for tests and audits; never served).
 pub async fn get_password_hash(db: &Db, id: i64) -> Result<Option<String>, ApiError> {
-    Ok(
+    db.run(async |connection| {
         sqlx::query_scalar::<_, String>("SELECT password_hash FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(db.counted())
-            .await?,
-    )
+            .fetch_optional(connection)
+            .await
+    })
+    .await
 }
 
 /// Inserts a post; an unknown author is a 400 `validation_failed` on `author_id`.
@@ -194,21 +282,27 @@ pub async fn insert_post(
         "INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING ",
         post_columns!()
     );
-    Ok(sqlx::query_as::<_, Post>(sql)
-        .bind(author_id)
-        .bind(title)
-        .bind(body)
-        .fetch_one(db.counted())
-        .await?)
+    db.run(async |connection| {
+        sqlx::query_as::<_, Post>(sql)
+            .bind(author_id)
+            .bind(title)
+            .bind(body)
+            .fetch_one(connection)
+            .await
+    })
+    .await
 }
 
 /// One post by id, `None` if absent.
 pub async fn get_post(db: &Db, id: i64) -> Result<Option<Post>, ApiError> {
     let sql = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = $1");
-    Ok(sqlx::query_as::<_, Post>(sql)
-        .bind(id)
-        .fetch_optional(db.counted())
-        .await?)
+    db.run(async |connection| {
+        sqlx::query_as::<_, Post>(sql)
+            .bind(id)
+            .fetch_optional(connection)
+            .await
+    })
+    .await
 }
 
 /// The newest `limit` posts (`created_at DESC, id DESC`) with their authors.
@@ -226,9 +320,13 @@ pub async fn list_posts(
         post_columns!(),
         " FROM posts ORDER BY created_at DESC, id DESC LIMIT $1"
     );
-    let posts = sqlx::query_as::<_, Post>(sql)
-        .bind(limit)
-        .fetch_all(db.counted())
+    let posts = db
+        .run(async |connection| {
+            sqlx::query_as::<_, Post>(sql)
+                .bind(limit)
+                .fetch_all(connection)
+                .await
+        })
         .await?;
     if posts.is_empty() {
         return Ok(Vec::new());
@@ -278,15 +376,17 @@ fn missing_author(post: &Post) -> ApiError {
 
 /// `SELECT 1` through the pool (what `/healthz` checks).
 pub async fn ping(db: &Db) -> Result<(), ApiError> {
-    sqlx::query("SELECT 1").execute(db.counted()).await?;
+    db.run(async |connection| sqlx::query("SELECT 1").execute(connection).await)
+        .await?;
     Ok(())
 }
 
 /// The server's `server_version` setting (for the start-up log line and results).
 pub async fn server_version(db: &Db) -> Result<String, ApiError> {
-    Ok(
+    db.run(async |connection| {
         sqlx::query_scalar::<_, String>("SELECT current_setting('server_version')")
-            .fetch_one(db.counted())
-            .await?,
-    )
+            .fetch_one(connection)
+            .await
+    })
+    .await
 }

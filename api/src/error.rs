@@ -53,7 +53,9 @@ pub enum ApiError {
     /// 415 `unsupported_media_type`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
-    /// 503 `service_unavailable` (with `Retry-After: 1`): pool exhausted or database down.
+    /// 503 `service_unavailable` (with `Retry-After: 1`): pool exhausted, database down or
+    /// restarting, a statement cancelled by the server's `statement_timeout`, or no answer at all
+    /// within the query timeout (an I/O error of kind `TimedOut`, see `db::Db::query_timeout`).
     /// The cause is logged, never sent.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -149,7 +151,10 @@ pub fn on_constraint(err: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
 
 /// True for the errors that mean "the database cannot serve us right now" rather than "this
 /// query is wrong": the pool's acquire timeout, a closed pool, a broken connection, and
-/// PostgreSQL's own shutdown / connection-failure SQLSTATE classes (57P0x, 08xxx).
+/// PostgreSQL's SQLSTATEs for shutdown / cannot connect now (57P0x), connection failures
+/// (08xxx), insufficient resources such as too many connections (53xxx) and a statement
+/// cancelled by `statement_timeout` (57014, the server side of `query_timeout_ms`). The Node.js
+/// baseline maps the same set (`baselines/node/src/errors.js`).
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
@@ -157,9 +162,12 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("57P0") || code.starts_with("08")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("57P0")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code == "57014"
+        }),
         _ => false,
     }
 }

@@ -59,7 +59,7 @@ fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
 /// Parses in one pass on the happy path; on failure tells "not JSON" (400) from "JSON of the
 /// wrong shape" (422) — serde stops at the first error, so a shape error early in a document
 /// that is also broken later is re-checked for syntax before it is called a shape error.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_json::from_slice::<T>(bytes) {
         Ok(value) => Ok(value),
         Err(err) if err.is_data() => match serde_json::from_slice::<IgnoredAny>(bytes) {
@@ -71,7 +71,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// One message per failing field: the first rule that failed, by its message (or code).
-fn field_messages(errors: &ValidationErrors) -> FieldErrors {
+pub(crate) fn field_messages(errors: &ValidationErrors) -> FieldErrors {
     errors
         .field_errors()
         .into_iter()
@@ -116,23 +116,25 @@ pub const MAX_IDS: usize = 1000;
 /// Parses `ids=1,2,3`: each entry a positive integer, 1..=[`MAX_IDS`] entries; the result is
 /// sorted and without duplicates.
 pub fn parse_id_list(raw: Option<&str>) -> Result<Vec<i64>, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "ids must be a comma-separated list of 1 to {MAX_IDS} positive integers"
-        ))
-    };
-    let raw = raw.ok_or_else(bad)?;
+    let raw = raw.ok_or_else(bad_ids)?;
     let entries: Vec<&str> = raw.split(',').collect();
     if entries.len() > MAX_IDS {
-        return Err(bad());
+        return Err(bad_ids());
     }
     let mut ids = entries
         .into_iter()
-        .map(|entry| parse_positive_id(entry.trim()).ok_or_else(bad))
+        .map(|entry| parse_positive_id(entry.trim()).ok_or_else(bad_ids))
         .collect::<Result<Vec<i64>, ApiError>>()?;
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+/// The answer to a bad `ids` (also the OpenAPI document's example).
+pub(crate) fn bad_ids() -> ApiError {
+    ApiError::BadRequest(format!(
+        "ids must be a comma-separated list of 1 to {MAX_IDS} positive integers"
+    ))
 }
 
 /// The default and the bounds of `GET /api/posts?limit=`.
@@ -147,11 +149,14 @@ pub fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
     };
     parse_positive_id(raw.trim())
         .filter(|limit| *limit <= MAX_POSTS_LIMIT)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "limit must be an integer from 1 to {MAX_POSTS_LIMIT}"
-            ))
-        })
+        .ok_or_else(bad_limit)
+}
+
+/// The answer to a bad `limit` (also the OpenAPI document's example).
+pub(crate) fn bad_limit() -> ApiError {
+    ApiError::BadRequest(format!(
+        "limit must be an integer from 1 to {MAX_POSTS_LIMIT}"
+    ))
 }
 
 #[cfg(test)]

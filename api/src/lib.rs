@@ -26,6 +26,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod password;
 pub mod routes;
 pub mod shutdown;
@@ -65,8 +66,9 @@ impl AppState {
     pub fn new(pool: sqlx::PgPool, knobs: Knobs) -> Result<AppState, ConfigError> {
         knobs.validate()?;
         let hasher = PasswordHasher::from_knobs(&knobs)?;
+        let query_timeout = std::time::Duration::from_millis(knobs.query_timeout_ms);
         Ok(AppState {
-            db: Db::new(pool),
+            db: Db::new(pool).with_query_timeout(query_timeout),
             knobs: Arc::new(knobs),
             hasher,
         })
@@ -88,7 +90,8 @@ pub fn app(state: AppState) -> Router {
             post(routes::posts::create).get(routes::posts::list),
         )
         .route("/api/posts/{id}", get(routes::posts::get))
-        .route("/healthz", get(routes::health::healthz));
+        .route("/healthz", get(routes::health::healthz))
+        .route("/openapi.json", get(openapi::serve));
     if knobs.metrics {
         router = router.route("/metrics", get(metrics::render));
     }
@@ -192,7 +195,12 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .with_context(|| format!("serving on {}", self.local_addr))?;
-        pool.close().await;
+        if tokio::time::timeout(shutdown::POOL_CLOSE_PATIENCE, pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close in time; stopping without it");
+        }
         drop(self.provisioned);
         tracing::info!("api stopped");
         Ok(())

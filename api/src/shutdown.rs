@@ -3,6 +3,19 @@
 //! The server stops accepting connections when it completes, lets in-flight requests finish,
 //! and only then closes the pool (see [`crate::Server::run_until`]). apibench stops targets with
 //! SIGTERM and expects a clean exit; this module must never exit the process itself.
+//!
+//! The drain has no deadline of its own and needs none: every database call a request makes is
+//! bounded (`pool_acquire_timeout_ms`, `query_timeout_ms`, see [`crate::db`]), so even with the
+//! database gone every in-flight request ends, with its normal status or a 503. Only closing the
+//! pool afterwards is bounded ([`POOL_CLOSE_PATIENCE`]): a connection whose request was dropped
+//! mid-statement (the client went away) is pinged before it counts as returned, and a server
+//! that answers nothing would keep that ping — and the exit — waiting.
+//! `api/tests/faults.rs` checks the drain on the real binary.
+
+use std::time::Duration;
+
+/// How long closing the pool may take after the last request has finished.
+pub const POOL_CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Resolves when the process receives SIGTERM or SIGINT. If a handler cannot be installed the
 /// failure is logged and that signal is simply not waited for.

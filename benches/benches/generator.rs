@@ -42,6 +42,7 @@ fn render_context() -> RenderContext {
             posts: 5_000,
             run_nonce: "bench".into(),
             seq: AtomicU64::new(1),
+            seq_step: 1,
         }),
     )
 }

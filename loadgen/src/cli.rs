@@ -13,6 +13,9 @@ Examples:
       two variants, three repetitions each (figures are medians; each repetition is kept)
   apibench run my.toml --database-url postgres://postgres:pw@localhost:5432/postgres
       use an existing server (apibench creates and drops its own databases on it)
+  apibench run load.toml --target-url http://10.0.0.5:8080 --shard 0/2 --start-at 2026-11-27T10:30:00Z
+      shard 0 of 2 (run 1/2 on another machine with the same --start-at), then
+      `apibench merge merged/ shard-0/ shard-1/` for one report with exact percentiles
 
 Exit codes: 0 done, 2 bad input (scenario, flags, files), 3 the run failed
 (target would not start, database unreachable), 130 interrupted (partial results written).
@@ -39,6 +42,9 @@ pub enum Command {
     Compare(crate::compare::CompareArgs),
     /// Check a saved run against budgets (and a baseline): exit 0 pass, 1 fail, 2 bad input
     Gate(crate::gate::GateArgs),
+    /// Merge the run directories of `run --shard I/N` into one run, histograms added exactly
+    #[command(after_help = crate::merge::MERGE_AFTER_HELP)]
+    Merge(crate::merge::MergeArgs),
     /// Measure this machine's generator ceiling per core and its send lag; `run` warns above 70 %
     #[command(after_help = CALIBRATE_AFTER_HELP)]
     Calibrate(CalibrateArgs),
@@ -98,6 +104,22 @@ pub struct RunArgs {
     /// stays; a scenario with several `[[load.stages]]` refuses it)
     #[arg(long, value_name = "DURATION", value_parser = crate::scenario::parse_duration)]
     pub duration: Option<std::time::Duration>,
+
+    /// Load this URL instead of starting each variant's target (every variant becomes
+    /// `kind = "url"`; nothing is provisioned or seeded)
+    #[arg(long, value_name = "URL", env = "APIBENCH_TARGET_URL")]
+    pub target_url: Option<String>,
+
+    /// Send only shard I of N of the load: open model, slot s when s mod N = I (N shards send
+    /// exactly the single-process schedule); closed model, every N-th user. Needs a URL target
+    /// (--target-url); merge the shards' directories with `apibench merge`
+    #[arg(long, value_name = "I/N", env = "APIBENCH_SHARD", value_parser = clap::value_parser!(crate::schedule::ShardSlice))]
+    pub shard: Option<crate::schedule::ShardSlice>,
+
+    /// Begin the schedule at this wall-clock instant (RFC 3339, e.g. 2026-11-27T10:30:00Z) —
+    /// the same on every shard [default with --shard: now + 5 s, rounded up to 10 s, printed]
+    #[arg(long, value_name = "RFC3339", env = "APIBENCH_START_AT", value_parser = crate::shard::parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 const CALIBRATE_AFTER_HELP: &str = "\

@@ -8,10 +8,17 @@
 //! precomputed argon2id PHC string ([`SEED_PASSWORD_HASH`]): hashing 10 000 passwords at the
 //! API's default cost would take minutes of CPU and measure nothing — the seeded rows are read,
 //! never logged in to — while a real PHC string keeps each row the size and shape the API writes.
+//!
+//! Faults (`[[faults]]`, [`crate::faults`]) reach the server through here: terminating every
+//! session of one variant's copy, and a fast restart of a cluster apibench started itself. The
+//! server handle sits behind a lock so that a restart (which replaces the postmaster) can happen
+//! while the load holds `&Databases`; nothing else ever waits on that lock for long.
 
 use crate::results::PostgresInfo;
 use crate::scenario::DataSpec;
+use pgprovision::{Provision, ProvisionedBy};
 use sqlx::Connection;
+use std::time::Duration;
 
 /// argon2id (m = 19456 KiB, t = 2, p = 1 — the API's defaults) of "correct horse battery staple"
 /// with a fixed salt. Generated once with the `argon2` crate; see the module docs for why one.
@@ -31,11 +38,34 @@ pub enum DatabaseError {
     },
     #[error("cannot seed {name}: {source}")]
     Seed { name: String, source: sqlx::Error },
+    #[error("{action} failed: {detail}")]
+    Fault {
+        action: &'static str,
+        detail: String,
+    },
+}
+
+/// How long the `pg_terminate` fault's own connection and statement may take.
+const FAULT_SQL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to provision a run's server: `database_url` (from `--database-url` or DATABASE_URL) as
+/// given; otherwise pgprovision's own choice — except that `own_cluster` (the scenario's faults
+/// stop or restart the postmaster) asks for a local cluster, as a container's postmaster is not
+/// apibench's process to signal.
+pub fn provision_for(database_url: Option<&str>, own_cluster: bool) -> Provision {
+    match database_url {
+        Some(url) => Provision::Url(url.to_string()),
+        None => match Provision::from_env() {
+            Provision::Auto if own_cluster => Provision::LocalBinaries,
+            chosen => chosen,
+        },
+    }
 }
 
 /// The provisioned server plus the seeded template.
 pub struct Databases {
-    server: pgprovision::Postgres,
+    /// Written only by [`Databases::restart_server`].
+    server: tokio::sync::RwLock<pgprovision::Postgres>,
     template: String,
 }
 
@@ -46,10 +76,15 @@ impl Databases {
         data: &DataSpec,
         run_nonce: &str,
     ) -> Result<Databases, DatabaseError> {
-        let provision = match database_url {
-            Some(url) => pgprovision::Provision::Url(url.to_string()),
-            None => pgprovision::Provision::from_env(),
-        };
+        Databases::prepare_with(provision_for(database_url, false), data, run_nonce).await
+    }
+
+    /// [`Databases::prepare`] with the provisioning chosen ([`provision_for`]).
+    pub async fn prepare_with(
+        provision: Provision,
+        data: &DataSpec,
+        run_nonce: &str,
+    ) -> Result<Databases, DatabaseError> {
         let server = pgprovision::Postgres::start(provision)
             .await
             .map_err(|e| DatabaseError::Provision(e.to_string()))?;
@@ -62,7 +97,10 @@ impl Databases {
                     name: template.clone(),
                     detail: e.to_string(),
                 })?;
-        let databases = Databases { server, template };
+        let databases = Databases {
+            server: tokio::sync::RwLock::new(server),
+            template,
+        };
         databases.migrate_and_seed(&url, data).await?;
         Ok(databases)
     }
@@ -121,6 +159,8 @@ impl Databases {
     /// A fresh copy of the template; returns its URL.
     pub async fn fresh_copy(&self, name: &str) -> Result<String, DatabaseError> {
         self.server
+            .read()
+            .await
             .create_database(name, Some(&self.template))
             .await
             .map_err(|e| DatabaseError::Create {
@@ -131,7 +171,7 @@ impl Databases {
 
     /// Drops a copy (best effort: a failure is logged, not fatal).
     pub async fn drop_copy(&self, name: &str) {
-        if let Err(e) = self.server.drop_database(name).await {
+        if let Err(e) = self.server.read().await.drop_database(name).await {
             tracing::warn!("cannot drop database {name}: {e}");
         }
     }
@@ -141,15 +181,73 @@ impl Databases {
         self.drop_copy(&self.template).await;
     }
 
+    /// The postmaster of a local cluster (`None` for other servers, and while it restarts).
     pub fn postmaster_pid(&self) -> Option<u32> {
-        self.server.postmaster_pid()
+        self.server.try_read().ok()?.postmaster_pid()
+    }
+
+    /// How the server was provisioned (`None` only while it restarts).
+    pub fn provisioned_by(&self) -> Option<ProvisionedBy> {
+        Some(self.server.try_read().ok()?.provisioned_by())
     }
 
     pub fn info(&self) -> PostgresInfo {
-        PostgresInfo {
-            server_version: self.server.server_version().to_string(),
-            provisioned_by: self.server.provisioned_by().to_string(),
-            settings: self.server.settings().clone(),
+        match self.server.try_read() {
+            Ok(server) => PostgresInfo {
+                server_version: server.server_version().to_string(),
+                provisioned_by: server.provisioned_by().to_string(),
+                settings: server.settings().clone(),
+            },
+            Err(_) => PostgresInfo {
+                server_version: "unknown (restarting)".into(),
+                ..PostgresInfo::default()
+            },
         }
+    }
+
+    /// `pg_terminate_backend` on every session of `database` (the `pg_terminate` fault); how
+    /// many were terminated. Connects to the server's default database for it.
+    pub async fn terminate_connections(&self, database: &str) -> Result<u64, DatabaseError> {
+        let url = self.server.read().await.url().to_string();
+        let terminate = async {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            let (terminated,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM (
+                     SELECT pg_terminate_backend(pid) AS gone FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()
+                 ) AS sessions WHERE gone",
+            )
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(terminated)
+        };
+        let fault = |detail: String| DatabaseError::Fault {
+            action: "pg_terminate",
+            detail,
+        };
+        match tokio::time::timeout(FAULT_SQL_TIMEOUT, terminate).await {
+            Ok(Ok(terminated)) => Ok(u64::try_from(terminated).unwrap_or(0)),
+            Ok(Err(e)) => Err(fault(e.to_string())),
+            Err(_) => Err(fault(format!(
+                "no answer within {} s",
+                FAULT_SQL_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// A fast restart of the server (the `pg_restart` fault): only a local cluster apibench
+    /// started; returns once it accepts connections again.
+    pub async fn restart_server(&self) -> Result<(), DatabaseError> {
+        self.server
+            .write()
+            .await
+            .restart()
+            .await
+            .map_err(|e| DatabaseError::Fault {
+                action: "pg_restart",
+                detail: e.to_string(),
+            })
     }
 }

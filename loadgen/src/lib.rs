@@ -19,6 +19,9 @@
 //! [`recover`] rebuilds a partial summary from the logs of a run killed before it wrote
 //! `summary.json`, so `report` can still render it.
 //!
+//! Beyond one machine: `run --shard I/N --start-at T` sends one share of the schedule
+//! ([`shard`]), and [`merge`] (`apibench merge`) adds the shards' histograms into one run.
+//!
 //! [`calibrate`] (`apibench calibrate`) measures the generator itself: the highest rate it keeps
 //! valid against a trivial server on its own CPU, and its send lag below that, for `run` to
 //! warn against.
@@ -34,8 +37,12 @@ pub mod compare;
 pub mod database;
 pub mod engine;
 pub mod environment;
+pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod knobs;
+pub mod merge;
 pub mod migration;
 pub mod noise;
 pub mod output;
@@ -49,6 +56,7 @@ pub mod sampler;
 pub mod saved;
 pub mod scenario;
 pub mod schedule;
+pub mod shard;
 pub mod target;
 pub mod template;
 pub mod verdict;

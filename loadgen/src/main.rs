@@ -69,6 +69,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 generator_threads: args.generator_threads,
                 generator_cpus: args.generator_cpus,
                 duration: args.duration,
+                target_url: args.target_url,
+                shard: args.shard,
+                start_at: args.start_at,
                 ignore_calibration: false,
                 command_line: std::env::args().collect(),
             };
@@ -99,6 +102,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 std::env::var_os("GITHUB_STEP_SUMMARY").map(std::path::PathBuf::from);
             Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
         }
+        Command::Merge(args) => Ok(emit(loadgen::merge::command(&args))),
         Command::Calibrate(args) => calibrate(&runtime, args, cancel_rx),
         Command::HelloServer(args) => Ok(hello_server(&args)),
     }

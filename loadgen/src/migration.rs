@@ -577,6 +577,7 @@ mod tests {
                 variant("rust-tuned", "api", Some(1200.0), 5_000),
             ],
             migration_table: pair,
+            shards: Vec::new(),
         }
     }
 

@@ -14,6 +14,42 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A merged run's shards, one line each: what each sent, its own lag and CPU, its start skew
+/// and verdict (empty for a run that was not merged).
+pub fn shard_table(shards: &[crate::shard::ShardRow]) -> String {
+    if shards.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<7} {:<20} {:>10} {:>10} {:>12} {:>8} {:>12}  {}\n",
+        "shard", "host", "requests", "sent/s", "send-lag p99", "gen CPU", "start skew", "verdict"
+    );
+    for s in shards {
+        out.push_str(&format!(
+            "{:<7} {:<20} {:>10} {:>10.1} {:>12} {:>8} {:>12}  {}{}\n",
+            s.index,
+            s.host.chars().take(20).collect::<String>(),
+            s.requests,
+            s.achieved_send_rate_per_sec,
+            format_us(s.send_lag_p99_us),
+            s.generator_cpu_mean_percent
+                .map_or_else(|| "-".into(), |c| format!("{c:.0} %")),
+            s.start_skew_ms.map_or_else(
+                || "unknown".into(),
+                |k| format!(
+                    "{k:.1} ± {:.1} ms",
+                    s.clock_offset_resolution_ms.unwrap_or(0.0)
+                )
+            ),
+            s.verdict,
+            s.invalid_reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(" — {r}")),
+        ));
+    }
+    out
+}
+
 /// Human-readable microseconds.
 pub fn format_us(us: u64) -> String {
     if us >= 1_000_000 {
@@ -301,10 +337,40 @@ pub fn summary_table(summary: &Summary) -> String {
         out.push_str("PARTIAL: the run was interrupted; figures cover what was measured\n");
     }
     out.push_str(&ramp_table(summary));
+    out.push_str(&faults_lines(summary));
     if let Some(table) = crate::migration::table(summary) {
         out.push_str(&crate::migration::render_text(&table));
     }
     out
+}
+
+/// `[[faults]]`: a line per fault of each measurement (errors and statuses, recovery).
+fn faults_lines(summary: &Summary) -> String {
+    let mut out = String::new();
+    for v in &summary.variants {
+        let measurements = crate::saved::measurements_of(v);
+        for (k, m) in measurements.iter().enumerate() {
+            let name = if measurements.len() > 1 {
+                format!("{} #{}", v.name, k + 1)
+            } else {
+                v.name.clone()
+            };
+            for fault in &m.faults {
+                out.push_str(&format!(
+                    "{name:<18} {}\n",
+                    crate::faults::record_line(fault)
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!(
+        "\nfaults (at = after the warm-up; recovered = first 1 s interval without errors and p99 \
+         within {}x the pre-fault p99)\n{out}",
+        crate::faults::recovery::RECOVERED_P99_FACTOR
+    )
 }
 
 /// The `[find_max]` ramp per variant: each stage's p99 at its rate and its mark, and the maximum
@@ -375,6 +441,7 @@ mod tests {
             finished_at: String::new(),
             variants,
             migration_table: None,
+            shards: Vec::new(),
         }
     }
 

@@ -165,6 +165,7 @@ pub fn summary_from_logs(dir: &Path) -> Result<Recovered, RecoverError> {
         }),
         variants,
         migration_table: None,
+        shards: Vec::new(),
     };
     Ok(Recovered {
         dir: dir.to_path_buf(),

@@ -187,6 +187,10 @@ pub struct Measurement {
     /// exhausted or generator-bound): the server's ceiling is at least `max_sustainable_rps`.
     #[serde(default)]
     pub max_sustainable_is_lower_bound: bool,
+    /// `[[faults]]` scenarios: each fault injected during the measured phase, with its errors
+    /// and how long the server took to recover ([`crate::faults::FaultRecord`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::faults::FaultRecord>,
 }
 
 /// One stage of a `[find_max]` ramp, measured after its settle period.
@@ -335,6 +339,9 @@ pub struct Summary {
     /// The scenario's `migration_table`, when it set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_table: Option<MigrationPair>,
+    /// A merged run: one row per shard it was merged from (`apibench merge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<crate::shard::ShardRow>,
 }
 
 /// Environment facts in `run.json`.
@@ -450,6 +457,12 @@ pub struct RunInfo {
     pub requests: Vec<RequestInfo>,
     pub variants: Vec<VariantInfo>,
     pub repeat: u32,
+    /// `--shard I/N` and `--start-at`: this run sent one share of the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardRunInfo>,
+    /// `apibench merge`: the shard directories this run was merged from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 /// The typical repetition: numbers → median, booleans → all true (so `valid` means every
@@ -576,6 +589,7 @@ mod tests {
                 repetitions: vec![m],
             }],
             migration_table: None,
+            shards: Vec::new(),
         };
         let text = serde_json::to_string_pretty(&summary).expect("serializes");
         let value: Value = serde_json::from_str(&text).expect("json");

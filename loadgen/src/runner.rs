@@ -10,7 +10,10 @@
 
 use crate::database::{DatabaseError, Databases};
 use crate::engine::{self, EngineError, LoadPlan};
-use crate::recorder::{Collector, CollectorStats, HlogStream, IntervalOutput, Recording};
+use crate::recorder::{
+    Collector, CollectorStats, EngineFigures, HlogStream, IntervalOutput, Recording,
+    RecordingState, encode_histogram,
+};
 use crate::results::{
     self, FindMaxInfo, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo,
     RequestSummary, RunInfo, ScenarioInfo, StageBudget, StageFigures, Summary, VariantInfo,
@@ -20,11 +23,12 @@ use crate::sampler::{self, ResourceSummary, Sampler, Watched};
 use crate::scenario::{
     self, FindMaxSpec, LoadModel, Scenario, ScenarioError, TargetSpec, VariantSpec,
 };
-use crate::schedule::{SchedulePlan, Stage};
+use crate::schedule::{SchedulePlan, ShardSlice, Stage};
+use crate::shard::{self, ShardFile, ShardRunInfo};
 use crate::target::{self, TargetEnv, TargetError};
 use crate::template::SharedTemplateState;
 use crate::verdict::{self, Evidence};
-use crate::{environment, knobs, output};
+use crate::{environment, faults, knobs, output};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -91,6 +95,12 @@ pub struct RunOptions {
     pub ignore_calibration: bool,
     /// `--duration`: the measured duration instead of the scenario's.
     pub duration: Option<Duration>,
+    /// `--target-url`: every variant loads this URL (nothing started, provisioned or seeded).
+    pub target_url: Option<String>,
+    /// `--shard I/N`: send only this share of the load.
+    pub shard: Option<ShardSlice>,
+    /// `--start-at`: the schedule's start on the wall clock.
+    pub start_at: Option<SystemTime>,
 }
 
 /// What a run produced.
@@ -256,6 +266,8 @@ fn run_info(
             })
             .collect(),
         repeat: opts.repeat.max(1),
+        shard: None,
+        merged_from: Vec::new(),
     }
 }
 
@@ -286,8 +298,15 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
             .set_duration(duration)
             .map_err(RunError::BadInput)?;
     }
-    let variants = select_variants(&scenario, &opts.variants)?;
+    let mut variants = select_variants(&scenario, &opts.variants)?;
+    if let Some(url) = &opts.target_url {
+        for v in &mut variants {
+            v.target = TargetSpec::Url { url: url.clone() };
+        }
+    }
     let repeat = opts.repeat.max(1);
+    let shard = opts.shard.unwrap_or(ShardSlice::WHOLE);
+    let start_at = plan_start(&opts, &mut scenario, &variants)?;
     let started_at = now_rfc3339();
     let out_dir = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!(
@@ -330,6 +349,11 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     );
     let generator = Generator::choose(&opts, &scenario.load);
     let mut info = run_info(&scenario, &variants, &opts, &generator, &started_at);
+    info.shard = opts.shard.map(|s| ShardRunInfo {
+        index: s.index,
+        count: s.count,
+        start_at: start_at.map(shard::rfc3339).unwrap_or_default(),
+    });
     if !opts.ignore_calibration {
         info.load.generator_warning = calibration_warning(&scenario, &generator);
     }
@@ -383,6 +407,8 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
                 quiet: opts.quiet,
                 timer: opts.timer,
                 generator: &generator,
+                shard,
+                start_at,
             };
             match phase.run(cancel.clone()).await {
                 Ok(Some(m)) => measured.entry(variant.name.clone()).or_default().push(m),
@@ -409,6 +435,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         started_at: started_at.clone(),
         finished_at: now_rfc3339(),
         migration_table: scenario.migration_table.clone(),
+        shards: Vec::new(),
         variants: variants
             .iter()
             .filter_map(|v| {
@@ -426,6 +453,24 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
             .collect(),
     };
     write_json(&out_dir.join("summary.json"), &summary)?;
+    if let (Some(slice), Some(variant)) = (opts.shard, variants.first()) {
+        let engine = read_engine_figures(&out_dir.join(&variant.name));
+        let file = ShardFile {
+            index: slice.index,
+            count: slice.count,
+            host: shard::host_name(),
+            start_at: start_at.map(shard::rfc3339).unwrap_or_default(),
+            scenario_sha256: scenario.sha256.clone(),
+            variant: variant.name.clone(),
+            start_lead_ms: engine.as_ref().and_then(|e| e.start_lead_ms),
+            first_send_late_us: engine.as_ref().and_then(|e| e.first_send_late_us),
+            clock_offset_ms: engine.as_ref().and_then(|e| e.clock_offset_ms),
+            clock_offset_resolution_ms: engine
+                .as_ref()
+                .and_then(|e| e.clock_offset_resolution_ms),
+        };
+        write_json(&out_dir.join(shard::SHARD_FILE), &file)?;
+    }
     info.finished_at = Some(summary.finished_at.clone());
     info.partial = interrupted || failure.is_some();
     write_json(&run_json, &info)?;
@@ -456,6 +501,10 @@ struct Phase<'a> {
     quiet: bool,
     timer: engine::Timer,
     generator: &'a Generator,
+    /// The share of the schedule this process sends.
+    shard: ShardSlice,
+    /// The fixed-rate phase's start on the wall clock (`--start-at`).
+    start_at: Option<SystemTime>,
 }
 
 /// Where the generator runs: its worker threads, and the CPUs they are pinned to.
@@ -586,13 +635,32 @@ impl Phase<'_> {
         plan: &SchedulePlan,
         phase_salt: u64,
         (collector, sink): (Collector, crate::recorder::Sink),
-        PhaseMarks { window, hlog_start }: PhaseMarks,
+        PhaseMarks {
+            window,
+            hlog_start,
+            state,
+        }: PhaseMarks,
         cancel: watch::Receiver<bool>,
     ) -> (
         (Recording, CollectorStats),
         Result<engine::EngineOutcome, EngineError>,
     ) {
         let scenario = self.scenario;
+        // Only the measured phase starts at `--start-at` (a sharded run has no ramp).
+        let start_at = self.start_at.filter(|_| hlog_start.is_some());
+        let clock = match (start_at, &state) {
+            (Some(_), Some(_)) => shard::probe_clock_offset(&running.base_url).await,
+            _ => None,
+        };
+        let start_instant = start_at.map(instant_of);
+        let start_lead_ms = start_instant.map(|at| {
+            let now = Instant::now();
+            if at >= now {
+                i64::try_from((at - now).as_millis()).unwrap_or(i64::MAX)
+            } else {
+                -i64::try_from((now - at).as_millis()).unwrap_or(i64::MAX)
+            }
+        });
         let load = LoadPlan {
             model: scenario.load.model,
             users: scenario.load.users,
@@ -615,8 +683,11 @@ impl Phase<'_> {
                 } else {
                     format!("{}{}p{phase_salt}", self.nonce, self.repetition)
                 },
-                seq: AtomicU64::new(1),
+                // Shard I/N renders I + 1, I + 1 + N, …: no two shards share a number.
+                seq: AtomicU64::new(1 + u64::from(self.shard.index)),
+                seq_step: u64::from(self.shard.count.max(1)),
             }),
+            start_at: start_instant,
         };
         // The sampler's CPU means start when the warm-up ends (start-up is not the load's cost).
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Instant>();
@@ -625,11 +696,14 @@ impl Phase<'_> {
             let Ok(start) = started_rx.await else {
                 return;
             };
-            // The interval log's StartTime: the schedule's start on the wall clock.
+            // The interval log's StartTime: the schedule's start on the wall clock (exactly
+            // `--start-at` when given, so shards' logs align to the microsecond).
             if let Some(cell) = hlog_start {
-                let wall = SystemTime::now()
-                    .checked_sub(start.elapsed())
-                    .unwrap_or_else(SystemTime::now);
+                let wall = start_at.unwrap_or_else(|| {
+                    SystemTime::now()
+                        .checked_sub(start.elapsed())
+                        .unwrap_or_else(SystemTime::now)
+                });
                 let _ = cell.set(wall);
             }
             if let Some(window) = window {
@@ -645,6 +719,24 @@ impl Phase<'_> {
                 tracing::error!("the collector thread panicked");
                 (Recording::new(&[]), CollectorStats::default())
             });
+        if let (Some(path), Ok(outcome)) = (state, &outcome) {
+            let engine = EngineFigures {
+                users_started: outcome.users_started as u64,
+                peak_users_busy: outcome.peak_users_busy as u64,
+                max_users: outcome.max_users as u64,
+                generator_threads: outcome.generator_threads as u64,
+                probe_lag: encode_histogram(&outcome.probe_lag),
+                cancelled: outcome.cancelled,
+                start_lead_ms,
+                first_send_late_us: outcome.first_send_late_us,
+                clock_offset_ms: clock.map(|c| c.0),
+                clock_offset_resolution_ms: clock.map(|c| c.1),
+            };
+            let saved = RecordingState::of(&recording.0, engine);
+            if let Err(e) = write_json(&path, &saved) {
+                tracing::warn!("{e} (a merge of this run will refuse it)");
+            }
+        }
         (recording, outcome)
     }
 
@@ -708,6 +800,7 @@ impl Phase<'_> {
                 PhaseMarks {
                     window,
                     hlog_start: None,
+                    state: None,
                 },
                 cancel,
             )
@@ -824,7 +917,12 @@ impl Phase<'_> {
         cancel: watch::Receiver<bool>,
     ) -> Result<Measurement, RunError> {
         let scenario = self.scenario;
-        let plan = schedule_plan(scenario);
+        let plan = schedule_plan(scenario).shard(self.shard);
+        // Before any load: a fault that signals the postmaster needs a cluster apibench owns.
+        faults::check_database(
+            &scenario.faults,
+            self.databases.and_then(Databases::provisioned_by),
+        )?;
         let names: Vec<String> = scenario.requests.iter().map(|r| r.name.clone()).collect();
         let hlog_path = dir.join("latency.hlog");
         let comment = format!(
@@ -864,8 +962,19 @@ impl Phase<'_> {
         // Node's GC counters before and after the measured phase; the difference is the run's.
         let gc_before = self.gc_totals(running).await;
         let window = sampler.as_ref().map(Sampler::measured_window);
-        let ((recording, collected), outcome) = self
-            .drive(
+        // `[[faults]]` fire beside the load, on the schedule's clock; none: just the load.
+        let fault_host = faults::FaultHost {
+            target: running,
+            databases: self.databases,
+            database_name: copy_name(self.nonce, &self.variant.name, self.repetition),
+        };
+        let fault_clock = faults::LoadClock {
+            schedule_start: Arc::clone(&hlog_start),
+            warmup: plan.warmup(),
+            end: plan.end_offset(),
+        };
+        let (((recording, collected), outcome), injections) = faults::beside_load(
+            self.drive(
                 running,
                 &plan,
                 0,
@@ -873,10 +982,15 @@ impl Phase<'_> {
                 PhaseMarks {
                     window,
                     hlog_start: Some(hlog_start),
+                    state: Some(dir.join("recording.json")),
                 },
                 cancel,
-            )
-            .await;
+            ),
+            &scenario.faults,
+            &fault_host,
+            &fault_clock,
+        )
+        .await;
         let gc_after = self.gc_totals(running).await;
         let resources = sampler.map(Sampler::stop).unwrap_or_default();
         let (outcome, progress) = finished_or_failed(outcome, progress)?;
@@ -920,6 +1034,14 @@ impl Phase<'_> {
             measurement.gc_pause_total_ms = Some((pause.pause_secs * 1e5).round() / 100.0);
             measurement.gc_pauses = Some(pause.pauses);
         }
+        measurement.faults = faults::assess(
+            &scenario.faults,
+            &injections,
+            &hlog_path,
+            &collected.error_statuses_by_interval,
+            plan.warmup(),
+            plan.end_offset(),
+        );
         progress.finish(&format!(
             "{:.1} req/s goodput, p99 {}, send-lag p99 {} — {}",
             measurement
@@ -938,6 +1060,79 @@ impl Phase<'_> {
 struct PhaseMarks {
     window: Option<sampler::MeasuredWindow>,
     hlog_start: Option<Arc<OnceLock<SystemTime>>>,
+    /// Where the whole recording goes (`recording.json`, for exact merges): the measured phase.
+    state: Option<PathBuf>,
+}
+
+/// The `Instant` of a wall-clock time (past or future), by this process's clocks now.
+fn instant_of(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(ahead) => now + ahead,
+        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
+    }
+}
+
+/// The engine's figures a run saved in `DIR/recording.json`, if it did.
+fn read_engine_figures(dir: &Path) -> Option<EngineFigures> {
+    let text = std::fs::read_to_string(dir.join("recording.json")).ok()?;
+    serde_json::from_str::<RecordingState>(&text)
+        .ok()
+        .map(|s| s.engine)
+}
+
+/// `--shard` / `--start-at`: checks a shard can run (URL targets, one phase), gives the shard its
+/// share of the users, and settles the start instant (printed when it was not given).
+fn plan_start(
+    opts: &RunOptions,
+    scenario: &mut Scenario,
+    variants: &[VariantSpec],
+) -> Result<Option<SystemTime>, RunError> {
+    if let Some(slice) = opts.shard {
+        let kinds: Vec<(String, &'static str)> = variants
+            .iter()
+            .map(|v| (v.name.clone(), v.target.kind()))
+            .collect();
+        shard::check_shardable(
+            slice,
+            &kinds,
+            opts.repeat.max(1),
+            scenario.find_max.is_some(),
+        )
+        .map_err(RunError::BadInput)?;
+        let share = |total: usize| slice_share(total, slice);
+        if scenario.load.model == LoadModel::Closed && share(scenario.load.users) == 0 {
+            return Err(RunError::BadInput(format!(
+                "--shard {slice}: the closed model's {} users cannot be split over {} shards \
+                 (at least one user each)",
+                scenario.load.users, slice.count
+            )));
+        }
+        scenario.load.users = share(scenario.load.users).max(1);
+        scenario.load.max_users = share(scenario.load.max_users).max(scenario.load.users);
+    }
+    let start_at = match (opts.start_at, opts.shard) {
+        (Some(at), _) => Some(at),
+        (None, Some(slice)) => {
+            let at = shard::default_start_at(SystemTime::now());
+            output::warn(&format!(
+                "shard {slice}: no --start-at given; the schedule starts at {} — give every \
+                 shard this same --start-at",
+                shard::rfc3339(at)
+            ));
+            Some(at)
+        }
+        (None, None) => None,
+    };
+    if let Some(at) = start_at {
+        shard::check_start_at(at, SystemTime::now()).map_err(RunError::BadInput)?;
+    }
+    Ok(start_at)
+}
+
+/// Items `0..total` dealt round-robin over the shards: how many are this shard's.
+fn slice_share(total: usize, slice: ShardSlice) -> usize {
+    usize::try_from(slice.share_of(total as u64)).unwrap_or(total)
 }
 
 /// The engine's outcome, or its error with the progress line marked "failed".
@@ -1125,6 +1320,7 @@ pub fn build_measurement(
         max_sustainable_rps: None,
         max_sustainable_resolution_rps: None,
         max_sustainable_is_lower_bound: false,
+        faults: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! This module never touches the network, a database or a process: it only reads one file.
 
+use crate::faults::{FaultAction, FaultSpec, SourceSpot};
 use crate::knobs::{self, Knobs};
 use crate::results::{MigrationPair, StageBudget};
 use crate::schedule::Stage;
@@ -199,6 +200,8 @@ pub struct Scenario {
     pub find_max: Option<FindMaxSpec>,
     /// `migration_table = { before = "…", after = "…" }`: the variants of the seed's table.
     pub migration_table: Option<MigrationPair>,
+    /// `[[faults]]`: injected during every variant's measured phase, in time order.
+    pub faults: Vec<FaultSpec>,
 }
 
 /// The ramp of `[find_max]`: run after the fixed-rate phase, on the same running target.
@@ -239,6 +242,16 @@ struct RawScenario {
     find_max: Option<Spanned<RawFindMax>>,
     #[serde(default)]
     migration_table: Option<Spanned<RawMigrationTable>>,
+    #[serde(default)]
+    faults: Vec<Spanned<RawFault>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: Spanned<String>,
+    action: Spanned<String>,
+    duration: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -493,6 +506,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         }
     };
 
+    let faults = parse_faults(&cx, &raw.faults, &load, &variants)?;
+
     Ok(Scenario {
         name,
         description: raw.description.unwrap_or_default(),
@@ -505,7 +520,113 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         variants,
         find_max,
         migration_table,
+        faults,
     })
+}
+
+/// `[[faults]]`: known actions, a `duration` for pauses only, each fault's window inside the
+/// measured load (with time left after it to see a recovery), no two overlapping, and no
+/// variant that apibench did not start (a `url` target has no process or database of its own).
+fn parse_faults(
+    cx: &Cx,
+    raw: &[Spanned<RawFault>],
+    load: &LoadSpec,
+    variants: &[VariantSpec],
+) -> Result<Vec<FaultSpec>, ScenarioError> {
+    let mut faults: Vec<(FaultSpec, &RawFault)> = Vec::new();
+    for raw_fault in raw {
+        let f = raw_fault.get_ref();
+        let name = f.action.get_ref().trim();
+        let Some(action) = FaultAction::from_name(name) else {
+            let known: Vec<&str> = FaultAction::ALL.iter().map(|a| a.name()).collect();
+            return Err(cx.err(
+                &f.action.span(),
+                "faults.action",
+                &format!("`{name}` is not a fault; use one of {}", known.join(", ")),
+            ));
+        };
+        let at = duration_field(cx, &f.at, "faults.at")?;
+        let duration = match (&f.duration, action.takes_duration()) {
+            (Some(d), true) => {
+                let parsed = duration_field(cx, d, "faults.duration")?;
+                if parsed.is_zero() {
+                    return Err(cx.err(&d.span(), "faults.duration", "must be > 0"));
+                }
+                Some(parsed)
+            }
+            (None, true) => {
+                return Err(cx.err(
+                    &raw_fault.span(),
+                    "faults.duration",
+                    &format!("`{action}` needs duration = \"3s\": how long the processes stay stopped"),
+                ));
+            }
+            (Some(d), false) => {
+                return Err(cx.err(
+                    &d.span(),
+                    "faults.duration",
+                    &format!("`{action}` is a single step; duration is for pg_pause and target_pause"),
+                ));
+            }
+            (None, false) => None,
+        };
+        let (line, column) = line_col(cx.text, f.action.span().start);
+        let spec = FaultSpec {
+            action,
+            at,
+            duration,
+            source: SourceSpot {
+                file: cx.file.clone(),
+                line,
+                column,
+            },
+        };
+        if spec.planned_end() >= load.duration {
+            let ms = |d: Duration| d.as_millis();
+            return Err(cx.err(
+                &f.at.span(),
+                "faults.at",
+                &format!(
+                    "the fault {} at {} ms from the end of the warm-up, but the measured load lasts \
+                     {} ms: it must end before the load does",
+                    if duration.is_some() { "ends" } else { "is" },
+                    ms(spec.planned_end()),
+                    ms(load.duration)
+                ),
+            ));
+        }
+        if let Some(variant) = variants.iter().find(|v| !v.target.needs_database()) {
+            return Err(cx.err(
+                &f.action.span(),
+                "faults.action",
+                &format!(
+                    "`{action}` is not possible with variant `{}` (kind = \"url\"): apibench did \
+                     not start that server and has no database of its own for it",
+                    variant.name
+                ),
+            ));
+        }
+        faults.push((spec, f));
+    }
+    faults.sort_by_key(|(spec, _)| spec.at);
+    for pair in faults.windows(2) {
+        let [(earlier, _), (later, raw_later)] = pair else {
+            continue;
+        };
+        if later.at <= earlier.planned_end() {
+            return Err(cx.err(
+                &raw_later.at.span(),
+                "faults.at",
+                &format!(
+                    "overlaps the `{}` at line {} (until {} ms): faults run one after another",
+                    earlier.action,
+                    earlier.source.line,
+                    earlier.planned_end().as_millis()
+                ),
+            ));
+        }
+    }
+    Ok(faults.into_iter().map(|(spec, _)| spec).collect())
 }
 
 /// The knob defaults the pool check assumes (docs/KNOBS.md; both targets share them).

@@ -48,7 +48,60 @@ struct Segment {
     rate_per_sec: f64,
 }
 
-/// The whole schedule of one load phase, as offsets from its start.
+/// Which share of a schedule this process sends: slot `s` of the whole schedule belongs to shard
+/// `s mod count`, so `count` shards together send exactly the single-process schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardSlice {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl ShardSlice {
+    /// The whole schedule (one shard of one).
+    pub const WHOLE: ShardSlice = ShardSlice { index: 0, count: 1 };
+
+    /// How many of the first `slots` slots of the whole schedule are this shard's.
+    pub fn share_of(self, slots: u64) -> u64 {
+        let (index, count) = (u64::from(self.index), u64::from(self.count.max(1)));
+        if slots > index {
+            (slots - index - 1) / count + 1
+        } else {
+            0
+        }
+    }
+
+    /// The whole schedule's slot for this shard's `local` slot.
+    pub fn global_slot(self, local: u64) -> Option<u64> {
+        local
+            .checked_mul(u64::from(self.count.max(1)))?
+            .checked_add(u64::from(self.index))
+    }
+}
+
+impl std::fmt::Display for ShardSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for ShardSlice {
+    type Err = String;
+    /// `I/N` with `0 <= I < N`, e.g. `0/2`.
+    fn from_str(text: &str) -> Result<ShardSlice, String> {
+        let usage = || format!("`{text}` is not a shard: expected I/N with 0 <= I < N, e.g. 0/2");
+        let (index, count) = text.trim().split_once('/').ok_or_else(usage)?;
+        let index: u32 = index.trim().parse().map_err(|_| usage())?;
+        let count: u32 = count.trim().parse().map_err(|_| usage())?;
+        if count == 0 || index >= count {
+            return Err(usage());
+        }
+        Ok(ShardSlice { index, count })
+    }
+}
+
+/// The whole schedule of one load phase, as offsets from its start — or one shard's share of it
+/// ([`SchedulePlan::shard`]): then slot numbers are the shard's own (0, 1, 2, …) and each maps to
+/// the whole schedule's slot `local × count + index`, due when that slot is due.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulePlan {
     segments: Vec<Segment>,
@@ -56,6 +109,7 @@ pub struct SchedulePlan {
     warmup_slots: u64,
     warmup: Duration,
     end_offset: Duration,
+    shard: ShardSlice,
 }
 
 impl SchedulePlan {
@@ -98,17 +152,29 @@ impl SchedulePlan {
             warmup_slots,
             warmup,
             end_offset: Duration::from_secs_f64(offset_secs),
+            shard: ShardSlice::WHOLE,
         }
     }
 
-    /// How many requests the schedule holds, warm-up included.
-    pub fn total_slots(&self) -> u64 {
-        self.total_slots
+    /// This shard's share of the schedule: the same due times, every `count`-th slot.
+    pub fn shard(mut self, shard: ShardSlice) -> SchedulePlan {
+        self.shard = shard;
+        self
     }
 
-    /// Requests due during the warm-up (the first `warmup_slots` slots).
+    /// The share of the whole schedule this plan sends.
+    pub fn shard_slice(&self) -> ShardSlice {
+        self.shard
+    }
+
+    /// How many requests the schedule (this shard's share) holds, warm-up included.
+    pub fn total_slots(&self) -> u64 {
+        self.shard.share_of(self.total_slots)
+    }
+
+    /// Requests due during the warm-up (the first `warmup_slots` slots of this share).
     pub fn warmup_slots(&self) -> u64 {
-        self.warmup_slots
+        self.shard.share_of(self.warmup_slots)
     }
 
     pub fn warmup(&self) -> Duration {
@@ -124,14 +190,15 @@ impl SchedulePlan {
     pub fn measured_rate_per_sec(&self) -> f64 {
         let secs = self.end_offset.saturating_sub(self.warmup).as_secs_f64();
         if secs > 0.0 {
-            (self.total_slots - self.warmup_slots) as f64 / secs
+            (self.total_slots() - self.warmup_slots()) as f64 / secs
         } else {
             0.0
         }
     }
 
-    /// When slot `slot` is due, from the start; `None` past the end of the schedule.
+    /// When slot `slot` (of this share) is due, from the start; `None` past the end.
     pub fn offset_of(&self, slot: u64) -> Option<Duration> {
+        let slot = self.shard.global_slot(slot)?;
         if slot >= self.total_slots {
             return None;
         }
@@ -241,6 +308,12 @@ impl Schedule {
         *self.start.get_or_init(Instant::now)
     }
 
+    /// Fixes the start in advance (`--start-at`: every shard at the same wall-clock instant);
+    /// no-op once started.
+    pub fn set_start(&self, at: Instant) {
+        let _ = self.start.set(at);
+    }
+
     /// The start, if the schedule has started.
     pub fn started_at(&self) -> Option<Instant> {
         self.start.get().copied()
@@ -261,7 +334,7 @@ impl Schedule {
         Some(Slot {
             index,
             due: start + offset,
-            in_warmup: index < self.plan.warmup_slots,
+            in_warmup: index < self.plan.warmup_slots(),
         })
     }
 
@@ -380,6 +453,52 @@ mod tests {
         assert!(schedule.take_from(3).is_none(), "no such lane");
         schedule.exhaust();
         assert!((0..3).all(|lane| schedule.take_from(lane).is_none()));
+    }
+
+    #[test]
+    fn shards_together_send_exactly_the_whole_schedule() {
+        let whole = SchedulePlan::new(
+            Duration::from_secs(1),
+            &[stage(7.0, 3), stage(13.0, 2)],
+        );
+        for count in 1..=5u32 {
+            let mut dues: Vec<(Duration, bool)> = Vec::new();
+            let mut warmup = 0;
+            for index in 0..count {
+                let shard = whole.clone().shard(ShardSlice { index, count });
+                warmup += shard.warmup_slots();
+                let schedule = Schedule::with_lanes(shard.clone(), 2);
+                let start = schedule.start();
+                for lane in 0..2 {
+                    while let Some(slot) = schedule.take_from(lane) {
+                        dues.push((slot.due - start, slot.in_warmup));
+                    }
+                }
+            }
+            assert_eq!(warmup, whole.warmup_slots(), "{count} shards");
+            assert_eq!(dues.len() as u64, whole.total_slots(), "{count} shards");
+            dues.sort();
+            let expected: Vec<(Duration, bool)> = (0..whole.total_slots())
+                .map(|s| (whole.offset_of(s).expect("in range"), s < whole.warmup_slots()))
+                .collect();
+            assert_eq!(dues, expected, "{count} shards send the single-process schedule");
+        }
+    }
+
+    #[test]
+    fn shard_slices_parse_and_refuse_nonsense() {
+        assert_eq!(
+            "1/4".parse::<ShardSlice>(),
+            Ok(ShardSlice { index: 1, count: 4 })
+        );
+        for bad in ["4/4", "0/0", "1", "a/2", "-1/2", "1/2/3"] {
+            assert!(bad.parse::<ShardSlice>().is_err(), "{bad}");
+        }
+        let share = ShardSlice { index: 2, count: 3 };
+        assert_eq!(share.share_of(2), 0);
+        assert_eq!(share.share_of(3), 1);
+        assert_eq!(share.share_of(10), 3); // 2, 5, 8
+        assert_eq!(share.to_string(), "2/3");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //!
 //! A started target is killed (the whole group) when its handle is dropped, and the binary's
 //! second-Ctrl-C path kills every group still registered here, so no run leaves a server behind.
+//! The `target_kill` fault ([`RunningTarget::kill_and_restart`]) replaces the process in place:
+//! the handle keeps how it was started (program, arguments, environment, address) and starts it
+//! again identically, so the load, the ramp and the final stop carry on with the same handle.
 
 use crate::knobs::{self, Knobs};
 use crate::scenario::TargetSpec;
@@ -11,7 +14,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -54,13 +57,17 @@ pub enum TargetError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0} was not started by apibench, so it cannot be restarted")]
+    NotRestartable(String),
 }
 
 /// Process groups of targets that are running, for the emergency kill.
 static RUNNING_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
-/// SIGKILLs every target group still running (second Ctrl-C, just before exiting).
+/// SIGKILLs every target group still running (second Ctrl-C, just before exiting), after
+/// resuming whatever a fault still holds stopped ([`crate::faults::resume_all_paused`]).
 pub fn kill_all_now() {
+    crate::faults::resume_all_paused();
     if let Ok(groups) = RUNNING_GROUPS.lock() {
         for pgid in groups.iter() {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
@@ -119,12 +126,49 @@ pub fn find_node_dir(starts: &[&Path]) -> Option<PathBuf> {
 /// A running (or external) target.
 pub struct RunningTarget {
     pub base_url: String,
+    /// The pid of the process started first (`None` for a `url` target). After
+    /// [`RunningTarget::kill_and_restart`] the live one is [`RunningTarget::current_pid`].
     pub pid: Option<u32>,
-    child: Option<Child>,
-    pgid: Option<i32>,
+    /// The live process, behind a lock so that a fault can replace it while the load holds
+    /// `&self` (never held across an `.await`).
+    process: Mutex<Option<TargetProcess>>,
+    /// How it was started, to start it again the same way.
+    launch: Option<Launch>,
     pub log_path: Option<PathBuf>,
     pub what: String,
 }
+
+/// A target process apibench started, in its own process group.
+struct TargetProcess {
+    child: Child,
+    pid: Option<u32>,
+    pgid: Option<i32>,
+}
+
+/// Everything a target's start depends on, kept to start it again identically (`target_kill`).
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    current_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    /// The API takes `--listen ADDR`: port 0 at first, then the address it bound.
+    listen_flag: bool,
+    what: String,
+    log_path: PathBuf,
+}
+
+/// What [`RunningTarget::kill_and_restart`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restarted {
+    pub killed_pid: Option<u32>,
+    pub new_pid: Option<u32>,
+    /// From the SIGKILL until the new process answered `/healthz`.
+    pub took: Duration,
+}
+
+/// Starts on a restart: the old process's port may take a moment to be free again.
+const RESTART_ATTEMPTS: u32 = 5;
 
 impl RunningTarget {
     /// An already-running server.
@@ -132,21 +176,48 @@ impl RunningTarget {
         RunningTarget {
             base_url: url.trim_end_matches('/').to_string(),
             pid: None,
-            child: None,
-            pgid: None,
+            process: Mutex::new(None),
+            launch: None,
             log_path: None,
             what: format!("url {url}"),
         }
     }
 
+    /// The pid of the live process.
+    pub fn current_pid(&self) -> Option<u32> {
+        self.lock().as_ref().and_then(|p| p.pid)
+    }
+
+    /// The live process's group (the process tree a `target_pause` stops).
+    pub fn process_group(&self) -> Option<i32> {
+        self.lock().as_ref().and_then(|p| p.pgid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TargetProcess>> {
+        self.process.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts `process` in place of the live one (registered for the emergency kill); returns
+    /// the one it replaced.
+    fn replace_process(&self, process: Option<TargetProcess>) -> Option<TargetProcess> {
+        if let Some(pgid) = process.as_ref().and_then(|p| p.pgid) {
+            register(pgid);
+        }
+        let old = std::mem::replace(&mut *self.lock(), process);
+        if let Some(pgid) = old.as_ref().and_then(|p| p.pgid) {
+            unregister(pgid);
+        }
+        old
+    }
+
     /// Stops the target: SIGTERM to its group, SIGKILL after [`STOP_GRACE`].
-    pub async fn stop(mut self) {
-        let Some(mut child) = self.child.take() else {
+    pub async fn stop(self) {
+        let Some(mut process) = self.replace_process(None) else {
             return;
         };
-        if let Some(pgid) = self.pgid {
+        if let Some(pgid) = process.pgid {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
-            let exited = tokio::time::timeout(STOP_GRACE, child.wait()).await;
+            let exited = tokio::time::timeout(STOP_GRACE, process.child.wait()).await;
             if exited.is_err() {
                 tracing::warn!(
                     "{} did not stop within {:?}; killing it",
@@ -156,19 +227,126 @@ impl RunningTarget {
             }
             // Kill whatever is left of the group (forked children, or the leader on timeout).
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            let _ = child.wait().await;
-            unregister(pgid);
-            self.pgid = None;
+        }
+        let _ = process.child.wait().await;
+    }
+
+    /// The `target_kill` fault: SIGKILL to the target's group, then the same start as the first
+    /// — same program, arguments, environment and database, on the same address (the load's
+    /// users reconnect to the URL they know) — until `/healthz` answers again. The log goes on
+    /// in the same file.
+    pub async fn kill_and_restart(&self) -> Result<Restarted, TargetError> {
+        let Some(launch) = &self.launch else {
+            return Err(TargetError::NotRestartable(self.what.clone()));
+        };
+        let started = Instant::now();
+        let killed_pid = self.current_pid();
+        if let Some(mut old) = self.replace_process(None) {
+            if let Some(pgid) = old.pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            let _ = tokio::time::timeout(STOP_GRACE, old.child.wait()).await;
+        }
+        let listen = launch
+            .listen_flag
+            .then(|| self.base_url.trim_start_matches("http://").to_string());
+        let mut attempt = 1;
+        loop {
+            let (process, _) = launch.spawn(listen.as_deref(), false)?;
+            let new_pid = process.pid;
+            self.replace_process(Some(process));
+            let mut base_url = self.base_url.clone();
+            match wait_ready(&mut base_url, None, &self.process, launch).await {
+                Ok(()) => {
+                    return Ok(Restarted {
+                        killed_pid,
+                        new_pid,
+                        took: started.elapsed(),
+                    });
+                }
+                // The address may still be held for a moment by the killed process.
+                Err(TargetError::ExitedEarly { .. }) if attempt < RESTART_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }
 
 impl Drop for RunningTarget {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
+        if let Some(pgid) = self.lock().take().and_then(|p| p.pgid) {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             unregister(pgid);
         }
+    }
+}
+
+impl Launch {
+    /// Starts the process in its own group (stdout and stderr to the log, truncated first when
+    /// `fresh`); the receiver gets the address of the API's "listening on http://ADDR" line.
+    fn spawn(
+        &self,
+        listen: Option<&str>,
+        fresh: bool,
+    ) -> Result<(TargetProcess, tokio::sync::mpsc::Receiver<String>), TargetError> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        if self.listen_flag {
+            command.args(["--listen", listen.unwrap_or("127.0.0.1:0")]);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let log_error = |source| TargetError::Log {
+            path: self.log_path.clone(),
+            source,
+        };
+        let log_file = std::fs::File::options()
+            .create(true)
+            .write(true)
+            .truncate(fresh)
+            .append(!fresh)
+            .open(&self.log_path)
+            .map_err(log_error)?;
+        let stdout_log = log_file.try_clone().map_err(log_error)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout_log))
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| TargetError::Spawn {
+            what: self.what.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        // Forward stderr to the log, and pick up the API's "listening on http://ADDR" line.
+        let (addr_tx, addr_rx) = tokio::sync::mpsc::channel::<String>(1);
+        if let Some(stderr) = child.stderr.take() {
+            let mut log = tokio::fs::File::from_std(log_file);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = addr_tx.try_send(url);
+                    }
+                    let _ = log.write_all(line.as_bytes()).await;
+                    let _ = log.write_all(b"\n").await;
+                }
+                let _ = log.flush().await;
+            });
+        }
+        let process = TargetProcess {
+            child,
+            pid,
+            pgid: pid.and_then(|p| i32::try_from(p).ok()),
+        };
+        Ok((process, addr_rx))
     }
 }
 
@@ -180,93 +358,78 @@ pub async fn start(
     env: &TargetEnv,
     log_path: &Path,
 ) -> Result<RunningTarget, TargetError> {
-    let (mut command, what) = match spec {
+    let mut launch = match spec {
         TargetSpec::Url { url } => return Ok(RunningTarget::external(url)),
         TargetSpec::Api => {
             if !env.api_bin.is_file() {
                 return Err(TargetError::ApiBinaryMissing(env.api_bin.clone()));
             }
-            let mut c = Command::new(&env.api_bin);
-            c.args(["--listen", "127.0.0.1:0"]);
-            (c, format!("api ({})", env.api_bin.display()))
+            Launch {
+                program: env.api_bin.clone(),
+                args: Vec::new(),
+                current_dir: None,
+                env: Vec::new(),
+                listen_flag: true,
+                what: format!("api ({})", env.api_bin.display()),
+                log_path: log_path.to_path_buf(),
+            }
         }
         TargetSpec::Node => {
             let Some(dir) = &env.node_dir else {
                 return Err(TargetError::NodeMissing(env.search_root.clone()));
             };
-            let mut c = Command::new("node");
-            c.arg("src/server.js").current_dir(dir);
-            (c, format!("node baseline ({})", dir.display()))
+            Launch {
+                program: PathBuf::from("node"),
+                args: vec!["src/server.js".into()],
+                current_dir: Some(dir.clone()),
+                env: Vec::new(),
+                listen_flag: false,
+                what: format!("node baseline ({})", dir.display()),
+                log_path: log_path.to_path_buf(),
+            }
         }
     };
     if let Some(url) = database_url {
-        command.env("DATABASE_URL", url);
+        launch.env.push(("DATABASE_URL".into(), url.to_string()));
     }
     for (knob, value) in knobs {
-        command.env(knobs::env_var_name(knob), value);
+        launch.env.push((knobs::env_var_name(knob), value.clone()));
     }
-    let node_port = if matches!(spec, TargetSpec::Node) {
+    let mut base_url = String::new();
+    if matches!(spec, TargetSpec::Node) {
         let port = free_port().map_err(|source| TargetError::Spawn {
-            what: what.clone(),
+            what: launch.what.clone(),
             source,
         })?;
-        command
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string());
-        Some(port)
-    } else {
-        None
-    };
-    let log_file = std::fs::File::create(log_path).map_err(|source| TargetError::Log {
-        path: log_path.to_path_buf(),
-        source,
-    })?;
-    let stdout_log = log_file.try_clone().map_err(|source| TargetError::Log {
-        path: log_path.to_path_buf(),
-        source,
-    })?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout_log))
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| TargetError::Spawn {
-        what: what.clone(),
-        source,
-    })?;
-    let pid = child.id();
-    let pgid = pid.and_then(|p| i32::try_from(p).ok());
-    if let Some(pgid) = pgid {
-        register(pgid);
+        launch.env.push(("HOST".into(), "127.0.0.1".into()));
+        launch.env.push(("PORT".into(), port.to_string()));
+        base_url = format!("http://127.0.0.1:{port}");
     }
+    let (process, addr_rx) = launch.spawn(None, true)?;
     let mut running = RunningTarget {
-        base_url: node_port.map_or_else(String::new, |p| format!("http://127.0.0.1:{p}")),
-        pid,
-        child: None,
-        pgid,
+        base_url,
+        pid: process.pid,
+        process: Mutex::new(None),
+        launch: None,
         log_path: Some(log_path.to_path_buf()),
-        what: what.clone(),
+        what: launch.what.clone(),
     };
+    running.replace_process(Some(process));
+    wait_ready(&mut running.base_url, Some(addr_rx), &running.process, &launch).await?;
+    running.launch = Some(launch);
+    Ok(running)
+}
 
-    // Forward stderr to the log, and pick up the API's "listening on http://ADDR" line.
-    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<String>(1);
-    if let Some(stderr) = child.stderr.take() {
-        let mut log = tokio::fs::File::from_std(log_file);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = addr_tx.try_send(url);
-                }
-                let _ = log.write_all(line.as_bytes()).await;
-                let _ = log.write_all(b"\n").await;
-            }
-            let _ = log.flush().await;
-        });
-    }
-
+/// Polls `/healthz` until it answers 200 (learning the API's address from `addr_rx` first
+/// when `base_url` is empty); fails when the process exits or [`START_TIMEOUT`] passes.
+async fn wait_ready(
+    base_url: &mut String,
+    mut addr_rx: Option<tokio::sync::mpsc::Receiver<String>>,
+    process: &Mutex<Option<TargetProcess>>,
+    launch: &Launch,
+) -> Result<(), TargetError> {
+    let what = launch.what.clone();
+    let log = launch.log_path.clone();
     let deadline = Instant::now() + START_TIMEOUT;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -276,37 +439,43 @@ pub async fn start(
             source: std::io::Error::other(e),
         })?;
     loop {
-        if running.base_url.is_empty()
-            && let Ok(url) = addr_rx.try_recv()
+        if base_url.is_empty()
+            && let Some(Ok(url)) = addr_rx.as_mut().map(|rx| rx.try_recv())
         {
-            running.base_url = url.trim_end_matches('/').to_string();
+            *base_url = url.trim_end_matches('/').to_string();
         }
-        if !running.base_url.is_empty() {
-            let health = format!("{}/healthz", running.base_url);
+        if !base_url.is_empty() {
+            let health = format!("{base_url}/healthz");
             if let Ok(response) = client.get(&health).send().await
                 && response.status().as_u16() == 200
             {
-                break;
+                return Ok(());
             }
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        let exited = {
+            let mut guard = process.lock().unwrap_or_else(PoisonError::into_inner);
+            match guard.as_mut().map(|p| p.child.try_wait()) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                None => Some("gone".to_string()),
+                _ => None,
+            }
+        };
+        if let Some(status) = exited {
             return Err(TargetError::ExitedEarly {
                 what,
-                status: status.to_string(),
-                log: log_path.to_path_buf(),
+                status,
+                log,
             });
         }
         if Instant::now() > deadline {
             return Err(TargetError::NotReady {
                 what,
                 secs: START_TIMEOUT.as_secs(),
-                log: log_path.to_path_buf(),
+                log,
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    running.child = Some(child);
-    Ok(running)
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -151,7 +151,7 @@ impl Template {
                     }
                 }
                 Segment::Seq => {
-                    let seq = ctx.shared.seq.fetch_add(1, Ordering::Relaxed);
+                    let seq = ctx.shared.next_seq();
                     let _ = write!(out, "{seq}");
                 }
                 Segment::Uuid => {
@@ -170,7 +170,7 @@ impl Template {
                     );
                 }
                 Segment::UniqueEmail => {
-                    let seq = ctx.shared.seq.fetch_add(1, Ordering::Relaxed);
+                    let seq = ctx.shared.next_seq();
                     let _ = write!(out, "load-{}-{seq}@apibench.test", ctx.shared.run_nonce);
                 }
             }
@@ -187,8 +187,18 @@ pub struct SharedTemplateState {
     pub posts: u64,
     /// Distinguishes this run's unique emails from any earlier run's against the same database.
     pub run_nonce: String,
-    /// `{{seq}}` and `{{unique_email}}` counter.
+    /// `{{seq}}` and `{{unique_email}}` counter: its next value.
     pub seq: AtomicU64,
+    /// What each use adds to `seq` (≥ 1): a shard `I/N` counts `I + 1, I + 1 + N, …` so no two
+    /// shards ever render the same sequence number.
+    pub seq_step: u64,
+}
+
+impl SharedTemplateState {
+    /// The next `{{seq}}` value.
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(self.seq_step.max(1), Ordering::Relaxed)
+    }
 }
 
 /// One user's rendering state: its own seeded RNG (deterministic per seed and user index).
@@ -222,6 +232,7 @@ mod tests {
                 posts,
                 run_nonce: "abc".into(),
                 seq: AtomicU64::new(1),
+                seq_step: 1,
             }),
         )
     }

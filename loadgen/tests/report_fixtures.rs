@@ -219,6 +219,7 @@ fn measure(run_dir: &Path, dir_rel: &str, b: Behaviour, seed: u64) -> Measuremen
         max_users: MAX_USERS,
         generator_threads: 2,
         probe_lag,
+        first_send_late_us: None,
     };
     build_measurement(
         &recording,
@@ -303,6 +304,7 @@ fn measure_run(
         finished_at: finished_at.clone(),
         variants: summaries,
         migration_table: None,
+        shards: Vec::new(),
     };
     let info = RunInfo {
         schema_version: results::SCHEMA_VERSION,
@@ -394,6 +396,8 @@ fn measure_run(
             })
             .collect(),
         repeat,
+        shard: None,
+        merged_from: Vec::new(),
     };
     (summary, info)
 }

@@ -85,6 +85,16 @@ pub enum ProvisionError {
     )]
     NotOurs { name: String, url: String },
 
+    /// A process-level operation (restart) on a server pgprovision did not start itself.
+    #[error(
+        "cannot {action} a PostgreSQL provisioned by {provisioned_by}: only a local cluster \
+         pgprovision started is its own process"
+    )]
+    NotOurProcess {
+        action: &'static str,
+        provisioned_by: String,
+    },
+
     /// Starting the testcontainers PostgreSQL failed.
     #[error("starting PostgreSQL with testcontainers (image {image}): {reason}")]
     Testcontainers { image: String, reason: String },

@@ -7,7 +7,8 @@
 //!   local binaries, with one error naming every fix when nothing works).
 //! - [`Postgres`] is the handle: its URL, how it was provisioned, the server version and the
 //!   settings chosen, plus `create_database` / `drop_database` / `fresh_database` for test
-//!   isolation. Dropping it stops and removes whatever it started.
+//!   isolation, and `restart` (a fast restart of a local cluster, for fault injection). Dropping
+//!   it stops and removes whatever it started.
 //! - [`shared()`] is a process-wide handle for test and bench binaries, usable from sync code
 //!   and from inside any tokio runtime.
 //! - Modules: `local` (initdb + postgres in a temp dir, and the cleanup watchdog), `container`
@@ -375,6 +376,29 @@ impl Postgres {
             Backend::Local(cluster) => Some(cluster.root()),
             Backend::Url | Backend::Container { .. } => None,
         }
+    }
+
+    /// A fast restart of a local cluster this handle started (`pg_ctl restart -m fast`): every
+    /// session is terminated, the server refuses connections until it is back on the same port,
+    /// and this returns once it accepts them again. A server given by URL or running in a
+    /// container is not this handle's process: [`ProvisionError::NotOurProcess`].
+    pub async fn restart(&mut self) -> Result<(), ProvisionError> {
+        let provisioned_by = self.provisioned_by;
+        let Backend::Local(cluster) = &mut self.backend else {
+            return Err(ProvisionError::NotOurProcess {
+                action: "restart",
+                provisioned_by: provisioned_by.to_string(),
+            });
+        };
+        let port = self
+            .settings
+            .get("port")
+            .and_then(|port| port.parse::<u16>().ok())
+            .ok_or_else(|| ProvisionError::NotOurProcess {
+                action: "restart (its port is unknown)",
+                provisioned_by: provisioned_by.to_string(),
+            })?;
+        cluster.restart(port, &self.url).await
     }
 
     /// `CREATE DATABASE name [TEMPLATE template]` and the new database's URL. Both names must

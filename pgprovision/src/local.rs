@@ -144,33 +144,7 @@ impl LocalCluster {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let mut command = postgres_command(&postgres, &data_dir, port, &socket_dir);
-            if let Some(user) = service_user {
-                command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-            }
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(&log_file)
-                .map_err(|e| ProvisionError::io("opening the server log", &log_file, e))?;
-            let log_for_stderr = log
-                .try_clone()
-                .map_err(|e| ProvisionError::io("opening the server log", &log_file, e))?;
-            let child = command
-                .current_dir(&root)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_for_stderr)
-                // Its own process group: a Ctrl-C meant for the owner must not stop the server
-                // under a still-running owner, and SIGKILL can then take the whole group.
-                .process_group(0)
-                .spawn()
-                .map_err(|e| ProvisionError::io("starting", &postgres, e))?;
-            let pid = child.id();
-            cluster.postmaster = Some(child);
-            let pid_file = root.join(SPAWNED_PID_FILE);
-            fs::write(&pid_file, format!("{pid}\n"))
-                .map_err(|e| ProvisionError::io("writing the postmaster pid to", &pid_file, e))?;
+            cluster.spawn_postmaster(&postgres, port, service_user)?;
 
             let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
             match cluster.wait_until_ready(&url).await {
@@ -253,35 +227,115 @@ impl LocalCluster {
         &self.root
     }
 
+    /// Starts `postgres` on `port` with the cluster's data and socket dirs, logging to
+    /// `postgres.log`, in its own process group; records its pid for the watchdog.
+    fn spawn_postmaster(
+        &mut self,
+        postgres: &Path,
+        port: u16,
+        service_user: Option<ServiceUser>,
+    ) -> Result<(), ProvisionError> {
+        let root = &self.root;
+        let log_file = root.join("postgres.log");
+        let mut command =
+            postgres_command(postgres, &root.join("data"), port, &root.join("sock"));
+        if let Some(user) = service_user {
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .map_err(|e| ProvisionError::io("opening the server log", &log_file, e))?;
+        let log_for_stderr = log
+            .try_clone()
+            .map_err(|e| ProvisionError::io("opening the server log", &log_file, e))?;
+        let child = command
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr)
+            // Its own process group: a Ctrl-C meant for the owner must not stop the server
+            // under a still-running owner, and SIGKILL can then take the whole group.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| ProvisionError::io("starting", postgres, e))?;
+        let pid = child.id();
+        self.postmaster = Some(child);
+        let pid_file = root.join(SPAWNED_PID_FILE);
+        fs::write(&pid_file, format!("{pid}\n"))
+            .map_err(|e| ProvisionError::io("writing the postmaster pid to", &pid_file, e))
+    }
+
+    /// A fast restart, as `pg_ctl restart -m fast` does it: SIGINT (every session is
+    /// terminated, a checkpoint is written), wait for the postmaster to exit, start it again on
+    /// the same `port` with the same data dir and settings, and return once `url` accepts
+    /// connections. The new postmaster is our child like the first, so Drop and the watchdog
+    /// still stop it.
+    pub(crate) async fn restart(&mut self, port: u16, url: &str) -> Result<(), ProvisionError> {
+        let bindir = find_bindir()?;
+        let service_user = service_user()?;
+        if let Some(postmaster) = self.postmaster.take() {
+            // The shutdown waits with std sleeps (it also runs in Drop): keep it off the runtime.
+            tokio::task::spawn_blocking(move || stop_child(postmaster))
+                .await
+                .map_err(|e| {
+                    ProvisionError::io(
+                        "stopping the postmaster of",
+                        &self.root,
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+        }
+        let postgres = bindir.join("postgres");
+        self.spawn_postmaster(&postgres, port, service_user)?;
+        if let Err(reason) = self.wait_until_ready(url).await {
+            let log_file = self.root.join("postgres.log");
+            return Err(ProvisionError::ServerStart {
+                binary: postgres,
+                data_dir: self.root.join("data"),
+                log_tail: tail(&log_file, 30),
+                log_file,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
     /// SIGINT (fast shutdown), up to [`STOP_PATIENCE`], then SIGKILL to the process group.
     fn stop_postmaster(&mut self) {
-        let Some(mut postmaster) = self.postmaster.take() else {
-            return;
-        };
-        let Ok(raw_pid) = i32::try_from(postmaster.id()) else {
-            let _ = postmaster.kill();
-            let _ = postmaster.wait();
-            return;
-        };
-        let pid = Pid::from_raw(raw_pid);
+        if let Some(postmaster) = self.postmaster.take() {
+            stop_child(postmaster);
+        }
+    }
+}
+
+/// Stops a postmaster we spawned: SIGINT (fast shutdown), up to [`STOP_PATIENCE`], then SIGKILL
+/// to its process group; reaps it.
+fn stop_child(mut postmaster: Child) {
+    let Ok(raw_pid) = i32::try_from(postmaster.id()) else {
+        let _ = postmaster.kill();
+        let _ = postmaster.wait();
+        return;
+    };
+    let pid = Pid::from_raw(raw_pid);
+    if matches!(postmaster.try_wait(), Ok(None)) {
+        let _ = kill(pid, Signal::SIGINT);
+        let deadline = Instant::now() + STOP_PATIENCE;
+        while matches!(postmaster.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if matches!(postmaster.try_wait(), Ok(None)) {
-            let _ = kill(pid, Signal::SIGINT);
-            let deadline = Instant::now() + STOP_PATIENCE;
-            while matches!(postmaster.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(postmaster.try_wait(), Ok(None)) {
-                tracing::warn!(
-                    pid = raw_pid,
-                    "postmaster ignored SIGINT for 5 s; sending SIGKILL"
-                );
-                if killpg(pid, Signal::SIGKILL).is_err() {
-                    let _ = postmaster.kill();
-                }
+            tracing::warn!(
+                pid = raw_pid,
+                "postmaster ignored SIGINT for 5 s; sending SIGKILL"
+            );
+            if killpg(pid, Signal::SIGKILL).is_err() {
+                let _ = postmaster.kill();
             }
         }
-        let _ = postmaster.wait();
     }
+    let _ = postmaster.wait();
 }
 
 impl Drop for LocalCluster {

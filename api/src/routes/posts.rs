@@ -8,34 +8,61 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
 use crate::AppState;
 use crate::db::{self, Post, PostWithAuthor};
 use crate::error::ApiError;
 use crate::extract::{PathId, ValidatedJson, parse_limit};
+use crate::openapi::{CreatePostErrors, GetPostErrors, ListPostsErrors};
 
-/// The body of `POST /api/posts`; optional fields so a missing one is a per-field error.
-#[derive(Debug, Deserialize, Validate)]
+/// The body of `POST /api/posts`; optional fields so a missing one is a per-field error. The
+/// `#[schema]` attributes describe the same rules in the OpenAPI document (`tests/openapi.rs`
+/// checks that the bounds agree with `validate()`).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[schema(
+    description = "A new post. Unknown fields are ignored; a missing or `null` field is a \
+        validation failure."
+)]
 pub struct NewPost {
+    /// An existing user's id.
     #[validate(
         required(message = "is required"),
         range(min = 1, message = "must be a positive integer")
     )]
+    #[schema(value_type = i64, required = true, minimum = 1, example = 1)]
     pub author_id: Option<i64>,
     #[validate(
         required(message = "is required"),
         length(min = 1, max = 200, message = "must be 1 to 200 characters")
     )]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, example = "Hello")]
     pub title: Option<String>,
     #[validate(
         required(message = "is required"),
         length(min = 1, max = 10000, message = "must be 1 to 10000 characters")
     )]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 10000, example = "World")]
     pub body: Option<String>,
 }
 
 /// `POST /api/posts` → 201 post; an unknown author is 400 on `fields.author_id`.
+#[utoipa::path(
+    post,
+    path = "/api/posts",
+    operation_id = "create_post",
+    tag = "posts",
+    summary = "Create a post",
+    description = "An unknown author is 400 `validation_failed` on `fields.author_id`. Checks \
+        run in this order: 415, 413, 400 `invalid_json`, 422, 400 `validation_failed` (every \
+        failing field at once).",
+    request_body(content = NewPost, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new post", body = Post),
+        CreatePostErrors,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ValidatedJson(new_post): ValidatedJson<NewPost>,
@@ -53,18 +80,35 @@ pub async fn create(
 }
 
 /// The query string of `GET /api/posts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many posts, 1 to 100 (digits only); 20 when absent.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, example = 20)]
     pub limit: Option<String>,
 }
 
 /// The body of `GET /api/posts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // for the document: no other property
 pub struct PostList {
+    /// Newest first (`created_at DESC, id DESC`).
     pub posts: Vec<PostWithAuthor>,
 }
 
 /// `GET /api/posts?limit=N` → newest posts with authors, by the `posts_strategy` knob.
+#[utoipa::path(
+    get,
+    path = "/api/posts",
+    operation_id = "list_posts",
+    tag = "posts",
+    summary = "The newest posts, with their authors",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first", body = PostList),
+        ListPostsErrors,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -77,6 +121,44 @@ pub async fn list(
 
 /// `GET /api/posts/{id}` → 200 post with `ETag` + `Cache-Control` (when the `cache_headers`
 /// knob is on), 304 with no body when `If-None-Match` matches, 404 when absent.
+#[utoipa::path(
+    get,
+    path = "/api/posts/{id}",
+    operation_id = "get_post",
+    tag = "posts",
+    summary = "Read a post (cacheable)",
+    description = "With the `cache_headers` knob on: a strong `ETag` and `Cache-Control`, and \
+        304 when `If-None-Match` matches. With it off neither header is sent and there is \
+        never a 304.",
+    params(
+        crate::openapi::IdParam,
+        (
+            "If-None-Match" = Option<String>,
+            Header,
+            description = "`*` or a comma-separated list of entity tags, compared weakly"
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The post",
+            body = Post,
+            headers(
+                ("ETag" = String, description = "`\"` + the first 32 hex digits of the SHA-256 of the body + `\"` (cache headers on)"),
+                ("Cache-Control" = String, description = "`public, max-age=N` (cache headers on)"),
+            )
+        ),
+        (
+            status = 304,
+            description = "`If-None-Match` matched: no body",
+            headers(
+                ("ETag" = String, description = "As for 200"),
+                ("Cache-Control" = String, description = "As for 200"),
+            )
+        ),
+        GetPostErrors,
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     PathId(id): PathId,

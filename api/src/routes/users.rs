@@ -5,31 +5,43 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 use crate::AppState;
 use crate::db::{self, User};
 use crate::error::ApiError;
 use crate::extract::{PathId, ValidatedJson, parse_id_list};
+use crate::openapi::{CreateUserErrors, GetUserErrors, ListUsersErrors};
 
 /// The body of `POST /api/users`. Fields are optional so that a missing one is a per-field
-/// validation error; `email` and `name` are checked (and stored) trimmed.
-#[derive(Debug, Deserialize, Validate)]
+/// validation error; `email` and `name` are checked (and stored) trimmed. The `#[schema]`
+/// attributes describe the same rules in the OpenAPI document (`tests/openapi.rs` checks that
+/// the bounds agree with `validate()`).
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[schema(
+    description = "A new user. Unknown fields are ignored; a missing or `null` field is a \
+        validation failure."
+)]
 pub struct NewUser {
     #[validate(
         required(message = "is required"),
         custom(function = "check_email", message = "must be a valid email address")
     )]
+    #[schema(value_type = String, required = true, format = Email, max_length = 254, example = "ann@example.com")]
     pub email: Option<String>,
     #[validate(
         required(message = "is required"),
         length(min = 8, max = 128, message = "must be 8 to 128 characters")
     )]
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128, example = "correct horse")]
     pub password: Option<String>,
+    /// 1 to 100 characters after trimming.
     #[validate(
         required(message = "is required"),
         custom(function = "check_name", message = "must be 1 to 100 characters")
     )]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, example = "Ann")]
     pub name: Option<String>,
 }
 
@@ -60,6 +72,21 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 /// `POST /api/users` → 201 user (the password is hashed, never returned).
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    operation_id = "create_user",
+    tag = "users",
+    summary = "Create a user",
+    description = "The password is hashed with argon2id; an email already registered (after \
+        trimming and lower-casing) is 409. Checks run in this order: 415, 413, 400 \
+        `invalid_json`, 422, 400 `validation_failed` (every failing field at once).",
+    request_body(content = NewUser, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new user", body = User),
+        CreateUserErrors,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ValidatedJson(new_user): ValidatedJson<NewUser>,
@@ -84,6 +111,18 @@ pub async fn create(
 }
 
 /// `GET /api/users/{id}` → 200 user | 404.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    operation_id = "get_user",
+    tag = "users",
+    summary = "Read a user",
+    params(crate::openapi::IdParam),
+    responses(
+        (status = 200, description = "The user", body = User),
+        GetUserErrors,
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -95,18 +134,36 @@ pub async fn get(
 }
 
 /// The query string of `GET /api/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Comma-separated positive integers, 1 to 1000 entries (counted before duplicates
+    /// collapse).
+    #[param(value_type = String, required = true, pattern = r"^[0-9]+(,[0-9]+)*$", example = "1,2,3")]
     pub ids: Option<String>,
 }
 
 /// The body of `GET /api/users?ids=…`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // for the document: no other property
 pub struct UserList {
+    /// Ordered by id; absent ids are simply not returned.
     pub users: Vec<User>,
 }
 
 /// `GET /api/users?ids=1,2,3` → the existing users among the ids, ordered by id, one query.
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    operation_id = "list_users",
+    tag = "users",
+    summary = "Read several users",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The existing users among `ids`, ordered by id", body = UserList),
+        ListUsersErrors,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,

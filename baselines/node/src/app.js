@@ -12,6 +12,7 @@ const { errorBody, toApiError, notFound, methodNotAllowed } = require('./errors'
 const { userRoutes, makeHasher } = require('./routes/users');
 const { postRoutes } = require('./routes/posts');
 const { healthRoutes } = require('./routes/health');
+const { openapiRoutes } = require('./routes/openapi');
 const { version } = require('../package.json');
 
 function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword }) {
@@ -57,6 +58,7 @@ function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword
   const users = userRoutes({ repo, hashPassword: hashPassword || makeHasher(knobs) });
   const posts = postRoutes({ repo, knobs });
   const health = healthRoutes({ repo, knobs, version, metrics, logger });
+  const openapi = openapiRoutes();
 
   // One route per template; methods not listed → 405 with Allow (in registration order, as
   // axum lists them: `POST,GET,HEAD`).
@@ -81,6 +83,7 @@ function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword
   route('/api/posts', { post: posts.create, get: posts.list });
   route('/api/posts/{id}', { get: posts.get });
   route('/healthz', { get: health.healthz });
+  route('/openapi.json', { get: openapi.openapi });
   if (metrics) route('/metrics', { get: health.metrics });
 
   app.use((req, res, next) => next(notFound('no such route')));

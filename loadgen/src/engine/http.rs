@@ -191,6 +191,7 @@ impl PreparedRequest {
                     posts: 1,
                     run_nonce: String::new(),
                     seq: 0.into(),
+                    seq_step: 1,
                 }),
             );
             spec.path.render_into(&mut scratch.path, &mut render);
@@ -413,6 +414,7 @@ mod tests {
                 posts: 10,
                 run_nonce: "n".into(),
                 seq: 1.into(),
+                seq_step: 1,
             }),
         )
     }

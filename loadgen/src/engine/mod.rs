@@ -94,6 +94,9 @@ pub struct LoadPlan {
     pub seed: u64,
     pub requests: Arc<Vec<RequestSpec>>,
     pub templates: Arc<SharedTemplateState>,
+    /// Start the schedule at this instant instead of when the first user is ready (`--start-at`:
+    /// shards on several machines begin together). Users connect before it and wait.
+    pub start_at: Option<Instant>,
 }
 
 /// How sends wait for their due time.
@@ -134,6 +137,9 @@ pub struct EngineOutcome {
     /// How late the runtime probes woke from their 1 ms sleeps after the warm-up, µs (every
     /// worker's probe in one histogram).
     pub probe_lag: Histogram<u64>,
+    /// How late the phase's first send left after its due time, µs (a `--start-at` start's
+    /// own error on this machine).
+    pub first_send_late_us: Option<u64>,
 }
 
 /// How long after the schedule's end overdue slots are still sent: the request timeout, at least
@@ -170,6 +176,8 @@ struct Shared {
     lanes: Vec<WorkerLane>,
     /// Goose users (by `weighted_users_index`) whose life is over.
     finished_users: std::sync::Mutex<std::collections::HashSet<usize>>,
+    /// The first send's lateness after its due time, µs: set once, read once per request.
+    first_send_late_us: std::sync::OnceLock<u64>,
 }
 
 /// What the users of one worker share: written by that worker's thread only.
@@ -252,8 +260,15 @@ pub async fn run(
             recorder: std::sync::Mutex::new(Some(sink.worker_recorder())),
         })
         .collect();
+    let schedule = Schedule::with_lanes(plan.schedule.clone(), threads);
+    let start_delay = plan
+        .start_at
+        .map_or(Duration::ZERO, |at| at.saturating_duration_since(Instant::now()));
+    if let Some(at) = plan.start_at {
+        schedule.set_start(at);
+    }
     let shared = Arc::new(Shared {
-        schedule: Schedule::with_lanes(plan.schedule.clone(), threads),
+        schedule,
         endpoint,
         requests,
         lanes,
@@ -261,6 +276,7 @@ pub async fn run(
         cumulative_weights,
         next_user: AtomicU64::new(0),
         finished_users: std::sync::Mutex::new(std::collections::HashSet::new()),
+        first_send_late_us: std::sync::OnceLock::new(),
     });
 
     // Ctrl-C reaches each worker's own channel (a dropped sender is not a cancellation).
@@ -316,7 +332,8 @@ pub async fn run(
     // All users within ~100 ms; the schedule, not goose, decides when requests go out.
     configuration.increase_rate = Some(format!("{}", (max_users * 10).max(100)));
     // A safety net only: the users end the attack when the schedule is done.
-    let safety = shared.plan.schedule.end_offset()
+    let safety = start_delay
+        + shared.plan.schedule.end_offset()
         + drain_grace(shared.plan.request_timeout)
         + shared.plan.request_timeout
         + Duration::from_secs(30);
@@ -394,6 +411,7 @@ pub async fn run(
         max_users,
         generator_threads: threads,
         probe_lag,
+        first_send_late_us: shared.first_send_late_us.get().copied(),
     })
 }
 
@@ -489,7 +507,8 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
     let mut deadline_timer = pin!(tokio::time::sleep_until(
         (Instant::now() + plan.request_timeout).into()
     ));
-    let mut user_free_at = Instant::now();
+    // Free from the schedule's start (later than now only with `--start-at`).
+    let mut user_free_at = Instant::now().max(start);
     let mut first = true;
 
     loop {
@@ -544,6 +563,12 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             }
         }
         let sent_at = Instant::now();
+        if shared.first_send_late_us.get().is_none() {
+            let late = sent_at.saturating_duration_since(due).as_micros();
+            let _ = shared
+                .first_send_late_us
+                .set(u64::try_from(late).unwrap_or(u64::MAX));
+        }
         let send_lag = schedule::send_lag(due, user_free_at, sent_at);
         let generator_late = send_lag > schedule::LATE_THRESHOLD;
         let backlogged =

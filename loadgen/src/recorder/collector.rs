@@ -15,6 +15,7 @@
 
 use super::hlog::{HlogStream, StreamWriter};
 use super::{IntervalRecording, LiveStats, Recording, Sample};
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -59,6 +60,9 @@ pub struct CollectorStats {
     pub late_entries: u64,
     /// Why the log could not be written (the first error; the run's record is then incomplete).
     pub write_error: Option<String>,
+    /// The failed requests' statuses per interval (index → status → count; only intervals with
+    /// failures): small, and not in the log. The faults' recovery figures read them.
+    pub error_statuses_by_interval: BTreeMap<u64, BTreeMap<u16, u64>>,
 }
 
 /// Where recordings go: the collector's channel, and what a [`WorkerRecorder`] needs to start.
@@ -289,6 +293,20 @@ impl Collector {
     }
 }
 
+/// Adds an interval's failed requests' statuses to the collector's per-interval record.
+fn note_error_statuses(stats: &mut CollectorStats, interval: &IntervalRecording) {
+    if interval.error_statuses.is_empty() {
+        return;
+    }
+    let held = stats
+        .error_statuses_by_interval
+        .entry(interval.index)
+        .or_default();
+    for (status, n) in &interval.error_statuses {
+        *held.entry(*status).or_insert(0) += n;
+    }
+}
+
 enum Output {
     Keep,
     Discard,
@@ -336,6 +354,10 @@ impl State {
         }
         // Every sender is gone: what is left is complete.
         self.flush_before(u64::MAX);
+        // Kept intervals never leave: note their statuses here.
+        for interval in self.recording.intervals.values() {
+            note_error_statuses(&mut self.stats, interval);
+        }
         (self.recording, self.stats)
     }
 
@@ -353,6 +375,9 @@ impl State {
         }
         let closed = self.recording.take_intervals_before(index);
         self.written_before = self.written_before.max(index);
+        for interval in &closed {
+            note_error_statuses(&mut self.stats, interval);
+        }
         if let Output::Stream(writer) = &mut self.output
             && !closed.is_empty()
             && self.stats.write_error.is_none()

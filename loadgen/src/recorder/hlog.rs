@@ -223,6 +223,90 @@ pub fn for_each_hlog_interval_tagged(
     Ok(())
 }
 
+/// An interval log's entries one at a time, decoded as they are pulled (like
+/// [`for_each_hlog_interval`], but the caller drives: several logs can be walked side by side).
+pub struct HlogIntervals<'a> {
+    entries: hdrhistogram::serialization::interval_log::IntervalLogIterator<'a>,
+    deserializer: hdrhistogram::serialization::Deserializer,
+}
+
+/// Walks `bytes`' interval entries in file order.
+pub fn hlog_intervals(bytes: &[u8]) -> HlogIntervals<'_> {
+    HlogIntervals {
+        entries: hdrhistogram::serialization::interval_log::IntervalLogIterator::new(bytes),
+        deserializer: hdrhistogram::serialization::Deserializer::new(),
+    }
+}
+
+impl Iterator for HlogIntervals<'_> {
+    type Item = Result<LoggedInterval, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use hdrhistogram::serialization::interval_log::LogEntry;
+        loop {
+            match self.entries.next()? {
+                Ok(LogEntry::Interval(interval)) => {
+                    let raw = base64_decode(interval.encoded_histogram());
+                    let decoded: Result<Histogram<u64>, _> =
+                        self.deserializer.deserialize(&mut raw.as_slice());
+                    return Some(match decoded {
+                        Ok(histogram) => Ok(LoggedInterval {
+                            tag: interval.tag().map(|t| t.as_str().to_string()),
+                            start: interval.start_timestamp(),
+                            duration: interval.duration(),
+                            histogram,
+                        }),
+                        Err(e) => Err(format!("bad histogram: {e:?}")),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(format!("bad interval log: {e:?}"))),
+            }
+        }
+    }
+}
+
+/// The log's `#[StartTime: …]` (absolute), when it has one: shards' logs align on it.
+pub fn hlog_start_time(bytes: &[u8]) -> Option<SystemTime> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    for entry in IntervalLogIterator::new(bytes) {
+        match entry {
+            Ok(LogEntry::StartTime(since_epoch)) => {
+                return SystemTime::UNIX_EPOCH.checked_add(since_epoch);
+            }
+            Ok(LogEntry::Interval(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// Writes intervals read back from logs (e.g. several shards' added together) as one log with
+/// this StartTime; entries in the order given.
+pub fn write_logged_intervals(
+    out: &mut impl Write,
+    started_at: SystemTime,
+    comment: &str,
+    intervals: &[LoggedInterval],
+) -> std::io::Result<()> {
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(comment)
+        .add_comment(UNITS_COMMENT)
+        .with_start_time(started_at)
+        .with_base_time(started_at)
+        .with_max_value_divisor(MAX_VALUE_DIVISOR);
+    let mut writer = builder.begin_log_with(out, &mut serializer)?;
+    for interval in intervals {
+        let tag = interval.tag.as_deref().and_then(Tag::new);
+        writer
+            .write_histogram(&interval.histogram, interval.start, interval.duration, tag)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Standard base64 (the interval log's histogram encoding); invalid characters are skipped.
 pub(super) fn base64_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -31,10 +31,12 @@
 //!
 //! Inside: this file (samples, [`Recording`]), `collector.rs` (the collector thread, the sinks
 //! and recorders that feed it, what it does with closed intervals), `hlog.rs` (writing and
-//! reading the interval log, whole or streamed), `tests.rs`.
+//! reading the interval log, whole or streamed), `state.rs` (`recording.json`: a whole
+//! recording saved for exact merges), `tests.rs`.
 
 mod collector;
 mod hlog;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -43,8 +45,15 @@ pub use collector::{
     WorkerRecorder,
 };
 pub use hlog::{
-    HlogStream, LoggedInterval, for_each_hlog_interval, for_each_hlog_interval_tagged, read_hlog,
+    HlogIntervals, HlogStream, LoggedInterval, for_each_hlog_interval,
+    for_each_hlog_interval_tagged, hlog_intervals, hlog_start_time, read_hlog,
+    write_logged_intervals,
 };
+pub use state::{
+    EngineFigures, RECORDING_STATE_VERSION, RecordingState, RequestState, StateError,
+    decode_histogram, encode_histogram,
+};
+use hlog::base64_decode;
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -146,6 +155,9 @@ pub struct IntervalRecording {
     pub ttfb: Histogram<u64>,
     pub errors: Histogram<u64>,
     pub send_lag: Histogram<u64>,
+    /// The failed requests by status (0 = no response): not in the log, kept by the collector
+    /// ([`CollectorStats::error_statuses_by_interval`]) for the faults' recovery figures.
+    pub error_statuses: BTreeMap<u16, u64>,
 }
 
 impl IntervalRecording {
@@ -155,6 +167,9 @@ impl IntervalRecording {
         add(&mut self.ttfb, &other.ttfb);
         add(&mut self.errors, &other.errors);
         add(&mut self.send_lag, &other.send_lag);
+        for (status, n) in &other.error_statuses {
+            *self.error_statuses.entry(*status).or_insert(0) += n;
+        }
     }
 
     fn new(index: u64) -> IntervalRecording {
@@ -164,12 +179,13 @@ impl IntervalRecording {
             ttfb: new_histogram(),
             errors: new_histogram(),
             send_lag: new_histogram(),
+            error_statuses: BTreeMap::new(),
         }
     }
 }
 
 /// Adds `from` into `into` (same bounds by construction; a value out of range is dropped).
-fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+pub(crate) fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     if !from.is_empty() {
         let _ = into.add(from);
     }
@@ -261,6 +277,7 @@ impl Recording {
             .or_insert_with(|| IntervalRecording::new(interval));
         if s.error {
             record_clamped(&mut slot.errors, s.latency_us);
+            *slot.error_statuses.entry(s.status).or_insert(0) += 1;
         } else {
             record_clamped(&mut slot.latency, s.latency_us);
             if let Some(ttfb) = s.ttfb_us {

@@ -62,9 +62,16 @@ pub struct ChartSpec {
     pub height_px: u32,
     /// A shaded x span with its label (the warm-up).
     pub shade: Option<(f64, f64, String)>,
+    /// Fault windows (x from, x to, label): shaded red, each labelled at the top; one legend
+    /// entry for them all. A window too narrow to see is drawn [`MIN_BAND_SHARE`] of the axis
+    /// wide.
+    pub bands: Vec<(f64, f64, String)>,
     /// A dashed horizontal reference line with its label (the target rate).
     pub reference_y: Option<(f64, String)>,
 }
+
+/// The narrowest a fault window is drawn, as a share of the x axis (an instant fault is a line).
+pub const MIN_BAND_SHARE: f64 = 0.004;
 
 /// How consecutive points become one when a series has more than a chart can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +214,14 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
         if let Some((_, end, _)) = &shade {
             x_max = x_max.max(*end);
         }
+        let bands: Vec<(f64, f64, &String)> = spec
+            .bands
+            .iter()
+            .map(|(start, end, label)| (start * x_scale, end * x_scale, label))
+            .collect();
+        for (_, end, _) in &bands {
+            x_max = x_max.max(*end);
+        }
         if let Some((y, _)) = &spec.reference_y {
             y_max = y_max.max(*y);
         }
@@ -249,6 +264,28 @@ pub fn line_chart(spec: &ChartSpec, lines: &[Line]) -> Result<String, String> {
                 .map_err(|e| e.to_string())?
                 .label(label.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], grey.filled()));
+        }
+        let fault_red = RGBColor(214, 39, 40);
+        for (i, (start, end, label)) in bands.iter().enumerate() {
+            let end = end.max(start + x_max * MIN_BAND_SHARE);
+            let drawn = chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(*start, 0.0), (end, y_max)],
+                    fault_red.mix(0.18).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            if i == 0 {
+                drawn.label("fault window").legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 20, y + 6)], fault_red.mix(0.3).filled())
+                });
+            }
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    (*label).clone(),
+                    (*start, y_max * 0.97),
+                    ("sans-serif", 12).into_font().color(&fault_red),
+                )))
+                .map_err(|e| e.to_string())?;
         }
         if let Some((y, label)) = &spec.reference_y {
             let style = BLACK.mix(0.55).stroke_width(1);
@@ -469,6 +506,7 @@ mod tests {
             width_px: 400,
             height_px: 300,
             shade: Some((0.0, 2.0, "warm-up".into())),
+            bands: vec![(2.5, 2.5, "pg_restart".into())],
             reference_y: Some((3.0, "target".into())),
         };
         let svg = line_chart(
@@ -484,6 +522,7 @@ mod tests {
         assert!(!svg.contains("http"));
         assert!(svg.contains("t &lt;&amp;&gt;"));
         assert!(svg.contains("latency (ms)"));
+        assert!(svg.contains("pg_restart") && svg.contains("fault window"));
     }
 
     /// The text of every `<text>` element of an SVG.
@@ -507,6 +546,7 @@ mod tests {
             width_px: 600,
             height_px: 300,
             shade: Some((0.0, 300.0, "warm-up".into())),
+            bands: Vec::new(),
             reference_y: None,
         };
         let points: Vec<(f64, f64)> = (0..=720).map(|i| (i as f64 * 10.0, 1.0)).collect();
@@ -561,6 +601,7 @@ mod tests {
             width_px: 600,
             height_px: 300,
             shade: None,
+            bands: Vec::new(),
             reference_y: None,
         };
         let svg = waterfall_chart(

@@ -651,6 +651,7 @@ pub(super) fn spec(
         width_px: if wide { 1180 } else { 580 },
         height_px: if wide { 440 } else { 330 },
         shade: None,
+        bands: Vec::new(),
         reference_y: None,
     }
 }
@@ -721,6 +722,8 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     out.push_str(&header(run));
     out.push_str(&banners(run));
     out.push_str(&summary_table(run, reference));
+    out.push_str(&super::shards::section(run));
+    out.push_str(&super::faults::section(run));
     out.push_str(&migration::migration_section(run)?);
     out.push_str(&ramp::ramp_section(run));
     out.push_str(&spectrum(run)?);

@@ -12,13 +12,16 @@
 //! Inside: this file (the verb, loading, writing), `html.rs` (the page and the cells its
 //! sections share), one file per section that grew its own logic — `migration.rs`, `ramp.rs`,
 //! `time_charts.rs`, `drift.rs` (a soak's drift over time), `tables.rs` (per-request and generator
-//! tables) — and `charts.rs` (the SVG charts).
+//! tables), `faults.rs` (faults and recovery, and the fault windows the time charts shade) — and
+//! `charts.rs` (the SVG charts).
 
 pub mod charts;
 mod drift;
+mod faults;
 pub mod html;
 mod migration;
 mod ramp;
+mod shards;
 mod tables;
 #[cfg(test)]
 mod test_runs;

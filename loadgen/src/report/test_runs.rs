@@ -37,6 +37,7 @@ pub fn run_of(
             finished_at: String::new(),
             variants: vec![summary.clone()],
             migration_table: None,
+            shards: Vec::new(),
         },
         info: None,
         variants: vec![SavedVariant {

@@ -2,7 +2,8 @@
 //! with more intervals than a chart can show, per bucket whose percentiles come from merged
 //! histograms ([`crate::saved::CHART_POINTS_MAX`]) — and the memory and CPU of the target,
 //! Postgres and apibench itself, sampled every 250 ms. One line per measurement (repetition);
-//! the x axis in seconds, or minutes past half an hour. Draws what the saved files hold; never
+//! the x axis in seconds, or minutes past half an hour. Every chart shades the warm-up and each
+//! `[[faults]]` window ([`super::faults::fault_bands`]). Draws what the saved files hold; never
 //! judges it.
 
 use super::ReportError;
@@ -83,6 +84,7 @@ fn chart_bucket_s(run: &SavedRun) -> Option<u64> {
 
 pub(super) fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     let shade = warmup_shade(run);
+    let bands = super::faults::fault_bands(run);
     let (x_axis, unit) = time_axis(run);
     let x_label = format!("time since load start ({unit})");
     let bucket = chart_bucket_s(run);
@@ -99,6 +101,7 @@ pub(super) fn over_time(run: &SavedRun) -> Result<String, ReportError> {
         false,
     );
     p50.shade = shade.clone();
+    p50.bands = bands.clone();
     let mut p99 = spec(
         &format!("p99 latency {per}"),
         &x_label,
@@ -107,6 +110,7 @@ pub(super) fn over_time(run: &SavedRun) -> Result<String, ReportError> {
         false,
     );
     p99.shade = shade.clone();
+    p99.bands = bands.clone();
     let latency_lines = |pick: fn(&saved::IntervalPoint) -> u64| {
         per_measurement_lines(run, move |m| {
             m.chart_intervals
@@ -127,6 +131,7 @@ pub(super) fn over_time(run: &SavedRun) -> Result<String, ReportError> {
     );
     tp.height_px = 360;
     tp.shade = shade;
+    tp.bands = bands;
     tp.reference_y =
         common_target_rate(run).map(|r| (r, format!("target rate {} req/s", trim_number(r))));
     let tp_lines = per_measurement_lines(run, |m| {
@@ -153,10 +158,15 @@ pub(super) fn over_time(run: &SavedRun) -> Result<String, ReportError> {
             )
         ),
     };
+    let faults_note = if tp.bands.is_empty() {
+        ""
+    } else {
+        " the red bands are the faults (see Faults and recovery);"
+    };
     Ok(format!(
         "<section id=\"latency-over-time\">\n<h2>Latency over time</h2>\n<div class=\"grid\">{}{}</div>\n\
          <p class=\"note\">{points}; the grey band is the warm-up, which the summary figures \
-         exclude; the last, partial interval (the drain after the schedule ended) is left out of \
+         exclude;{faults_note} the last, partial interval (the drain after the schedule ended) is left out of \
          the charts: its latencies count in the summary's percentiles, not in its goodput.</p>\n\
          </section>\n\
          <section id=\"throughput\">\n<h2>Throughput over time</h2>\n{}\n</section>\n",
@@ -192,6 +202,7 @@ pub(super) fn resources(run: &SavedRun) -> Result<String, ReportError> {
     let no_target = "not measured: no process was watched (url targets have none)";
     let no_postgres = "not measured: no Postgres process was watched (url targets, or a container)";
     let no_generator = "not recorded: this resources.csv predates apibench's own RSS column";
+    let bands = super::faults::fault_bands(run);
     // A long run has tens of thousands of samples: drawn in runs of consecutive samples, CPU as
     // their mean and RSS as their peak (a leak or a spike is never smoothed away).
     let draw = |title: &str,
@@ -207,11 +218,9 @@ pub(super) fn resources(run: &SavedRun) -> Result<String, ReportError> {
                 .collect();
             charts::downsample(&points, saved::CHART_POINTS_MAX, reduce)
         });
-        chart(
-            &spec(title, &x, y_label, x_axis, false),
-            &lines,
-            empty_reason,
-        )
+        let mut chart_spec = spec(title, &x, y_label, x_axis, false);
+        chart_spec.bands = bands.clone();
+        chart(&chart_spec, &lines, empty_reason)
     };
     let (rss, cpu) = ("RSS (MiB)", "CPU (% of one core)");
     let (peak, mean) = (charts::Reduce::Max, charts::Reduce::Mean);
@@ -262,13 +271,20 @@ pub(super) fn resources(run: &SavedRun) -> Result<String, ReportError> {
     } else {
         String::new()
     };
+    let faults_note = if bands.is_empty() {
+        ""
+    } else {
+        " The red bands are the faults, placed by the load's clock (sampling starts a moment \
+         before the load); after a pg_restart or target_kill the process watched is gone, so its \
+         line may stop."
+    };
     Ok(format!(
         "<section id=\"resources\">\n<h2>Memory and CPU over time</h2>\n<div class=\"grid\">{}</div>\n\
          <p class=\"note\">Sampled from <code>/proc</code> every 250 ms (<code>resources.csv</code>). \
          RSS sums the process tree, so pages shared between Postgres backends count once per backend: \
          read it as an upper bound. apibench's own RSS is beside the target's: memory that keeps \
          growing over a long run is a leak, in the generator or in the target. 200 % CPU is two \
-         cores busy.{downsampled}</p>\n</section>\n",
+         cores busy.{downsampled}{faults_note}</p>\n</section>\n",
         charts_html.join("")
     ))
 }
