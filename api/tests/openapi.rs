@@ -27,7 +27,9 @@ use tower::ServiceExt as _;
 const REGENERATE: &str = "UPDATE_OPENAPI=1 cargo test -p api --test openapi";
 
 fn repo_file(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 fn generated_json() -> String {
@@ -88,21 +90,22 @@ fn document_is_openapi_3_1() {
 /// The cells of a Markdown table row; a `|` inside a code span does not split.
 fn cells(row: &str) -> Vec<String> {
     let row = row.trim().trim_start_matches('|').trim_end_matches('|');
-    let mut cells = vec![String::new()];
+    let mut cells = Vec::new();
+    let mut cell = String::new();
     let mut in_code = false;
     for c in row.chars() {
-        match c {
-            '`' => {
-                in_code = !in_code;
-                cells.last_mut().map(|cell| cell.push(c));
-            }
-            '|' if !in_code => cells.push(String::new()),
-            _ => {
-                cells.last_mut().map(|cell| cell.push(c));
-            }
+        if c == '|' && !in_code {
+            cells.push(cell.trim().to_owned());
+            cell.clear();
+            continue;
         }
+        if c == '`' {
+            in_code = !in_code;
+        }
+        cell.push(c);
     }
-    cells.into_iter().map(|c| c.trim().to_owned()).collect()
+    cells.push(cell.trim().to_owned());
+    cells
 }
 
 /// The body rows (header and separator skipped) of the first table after the `## {heading}`
@@ -225,14 +228,14 @@ fn documented(doc: &Value) -> Documented {
             operations.insert((method.to_uppercase(), path.clone()), responses);
         }
     }
-    let error_codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
-        ["code"]["enum"]
-        .as_array()
-        .expect("the Error schema enumerates its codes")
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let error_codes =
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("the Error schema enumerates its codes")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
     Documented {
         operations,
         error_codes,
@@ -249,12 +252,16 @@ fn disagreements(contract: &Contract, documented: &Documented) -> Vec<String> {
     let mut problems = Vec::new();
     for operation in contract.endpoints.keys() {
         if !documented.operations.contains_key(operation) {
-            problems.push(format!("CONTRACT.md's {operation:?} is not in the document"));
+            problems.push(format!(
+                "CONTRACT.md's {operation:?} is not in the document"
+            ));
         }
     }
     for operation in documented.operations.keys() {
         if !contract.endpoints.contains_key(operation) {
-            problems.push(format!("the document's {operation:?} is not in CONTRACT.md"));
+            problems.push(format!(
+                "the document's {operation:?} is not in CONTRACT.md"
+            ));
         }
     }
 
@@ -288,8 +295,7 @@ fn disagreements(contract: &Contract, documented: &Documented) -> Vec<String> {
         }
     }
 
-    let contract_codes: BTreeSet<String> =
-        contract.errors.iter().map(|(_, c)| c.clone()).collect();
+    let contract_codes: BTreeSet<String> = contract.errors.iter().map(|(_, c)| c.clone()).collect();
     if contract_codes != documented.error_codes {
         problems.push(format!(
             "CONTRACT.md's error codes {contract_codes:?} differ from the Error schema's {:?}",
@@ -348,7 +354,10 @@ fn a_document_that_strays_from_the_contract_is_caught() {
         r#"("GET", "/api/users/{id}"): the document has 418"#,
         r#"("POST", "/api/users"): the document's 400 `email_taken`"#,
     ] {
-        assert!(problems.contains(expected), "{expected:?} not in:\n{problems}");
+        assert!(
+            problems.contains(expected),
+            "{expected:?} not in:\n{problems}"
+        );
     }
 }
 
@@ -363,8 +372,15 @@ fn contract_parsing_reads_the_tables() {
     );
     let get_post = ("GET".to_owned(), "/api/posts/{id}".to_owned());
     assert!(contract.endpoints[&get_post].contains(&304));
-    assert!(contract.errors.contains(&(415, "unsupported_media_type".to_owned())));
-    assert_eq!(statuses_in("`limit=100` then → 304; SHA-256, 1000 entries, 503."), BTreeSet::from([304, 503]));
+    assert!(
+        contract
+            .errors
+            .contains(&(415, "unsupported_media_type".to_owned()))
+    );
+    assert_eq!(
+        statuses_in("`limit=100` then → 304; SHA-256, 1000 entries, 503."),
+        BTreeSet::from([304, 503])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +400,12 @@ fn properties(schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
         .unwrap_or_default();
     let required = schema["required"]
         .as_array()
-        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     (names, required)
 }
@@ -401,7 +422,11 @@ fn keys(value: &Value) -> BTreeSet<String> {
 fn assert_schema_fits(doc: &Value, name: &str, real: &Value) {
     let schema = schema(doc, name);
     let (names, required) = properties(schema);
-    assert_eq!(keys(real), names, "{name}: real JSON keys (left) vs schema properties (right)");
+    assert_eq!(
+        keys(real),
+        names,
+        "{name}: real JSON keys (left) vs schema properties (right)"
+    );
     assert_eq!(required, names, "{name}: every property is always sent");
     assert_eq!(schema["additionalProperties"], json!(false), "{name}");
 }
@@ -443,7 +468,10 @@ fn stand_in_schemas_match_the_real_json() {
     assert_schema_fits(&doc, "Health", &to_json(&health));
     assert_schema_fits(&doc, "Knobs", &to_json(&Knobs::default()));
 
-    let timestamp = to_json(&user)["created_at"].as_str().unwrap_or_default().to_owned();
+    let timestamp = to_json(&user)["created_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let pattern = doc["components"]["schemas"]["User"]["properties"]["created_at"]["pattern"]
         .as_str()
         .unwrap_or_default()
@@ -460,11 +488,17 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 }
 
 /// The fields `validate()` rejects in `body`.
-fn rejected<T: serde::de::DeserializeOwned + validator::Validate>(body: &Value) -> BTreeSet<String> {
+fn rejected<T: serde::de::DeserializeOwned + validator::Validate>(
+    body: &Value,
+) -> BTreeSet<String> {
     let value: T = serde_json::from_value(body.clone()).expect("the sample has the right shape");
     match value.validate() {
         Ok(()) => BTreeSet::new(),
-        Err(errors) => errors.field_errors().keys().map(|k| k.to_string()).collect(),
+        Err(errors) => errors
+            .field_errors()
+            .keys()
+            .map(|k| k.to_string())
+            .collect(),
     }
 }
 
@@ -476,7 +510,11 @@ fn assert_bounds_agree<T: serde::de::DeserializeOwned + validator::Validate>(
     valid: Value,
 ) {
     let schema = schema(doc, name);
-    assert_eq!(rejected::<T>(&valid), BTreeSet::new(), "{name}: the valid sample");
+    assert_eq!(
+        rejected::<T>(&valid),
+        BTreeSet::new(),
+        "{name}: the valid sample"
+    );
     let mut checked = 0;
     for (field, property) in schema["properties"].as_object().expect("properties") {
         let with = |value: Value| {
@@ -489,15 +527,34 @@ fn assert_bounds_agree<T: serde::de::DeserializeOwned + validator::Validate>(
         if property["format"].is_null() && (min_length.is_some() || max_length.is_some()) {
             let text = |n: u64| json!("é".repeat(n as usize)); // 2 bytes, 1 character
             if let Some(min) = min_length {
-                assert!(!with(text(min)), "{name}.{field}: {min} characters rejected");
+                assert!(
+                    !with(text(min)),
+                    "{name}.{field}: {min} characters rejected"
+                );
                 if min > 0 {
-                    assert!(with(text(min - 1)), "{name}.{field}: {} characters accepted", min - 1);
+                    assert!(
+                        with(text(min - 1)),
+                        "{name}.{field}: {} characters accepted",
+                        min - 1
+                    );
                 }
             }
             if let Some(max) = max_length {
-                assert!(!with(text(max)), "{name}.{field}: {max} characters rejected");
-                assert!(with(text(max + 1)), "{name}.{field}: {} characters accepted", max + 1);
+                assert!(
+                    !with(text(max)),
+                    "{name}.{field}: {max} characters rejected"
+                );
+                assert!(
+                    with(text(max + 1)),
+                    "{name}.{field}: {} characters accepted",
+                    max + 1
+                );
             }
+            checked += 1;
+        }
+        if property["pattern"] == json!(r"^[^\u0000]*$") {
+            assert!(!with(json!("a")), "{name}.{field}: \"a\" rejected");
+            assert!(with(json!("a\u{0}")), "{name}.{field}: a NUL accepted");
             checked += 1;
         }
         if let Some(min) = property["minimum"].as_i64() {
@@ -525,7 +582,10 @@ fn request_schema_bounds_are_the_validation_rules() {
         json!({"author_id": 1, "title": "t", "body": "b"}),
     );
     // `email` has a format of its own: its length bound separately, with valid addresses.
-    assert_eq!(doc["components"]["schemas"]["NewUser"]["properties"]["email"]["maxLength"], 254);
+    assert_eq!(
+        doc["components"]["schemas"]["NewUser"]["properties"]["email"]["maxLength"],
+        254
+    );
     let email = |domain_tail: usize| {
         format!(
             "{}@{}.{}.{}",

@@ -737,7 +737,7 @@ async fn healthz_reports_database_and_every_knob() {
     );
     assert_eq!(body["knobs"]["posts_strategy"], "batch");
     assert_eq!(body["knobs"]["argon2_memory_kib"], 64);
-    assert_eq!(body["knobs"].as_object().map(|o| o.len()), Some(15));
+    assert_eq!(body["knobs"].as_object().map(|o| o.len()), Some(16));
 
     state.db.pool().close().await;
     let down = call(&app, get("/healthz")).await;

@@ -42,6 +42,9 @@ pub enum Command {
     Compare(crate::compare::CompareArgs),
     /// Check a saved run against budgets (and a baseline): exit 0 pass, 1 fail, 2 bad input
     Gate(crate::gate::GateArgs),
+    /// Provision, seed and start one variant's target, print its URL and keep it running
+    #[command(after_help = crate::serve::SERVE_AFTER_HELP)]
+    Serve(crate::serve::ServeArgs),
     /// Merge the run directories of `run --shard I/N` into one run, histograms added exactly
     #[command(after_help = crate::merge::MERGE_AFTER_HELP)]
     Merge(crate::merge::MergeArgs),

@@ -57,7 +57,8 @@ pub fn template(data: &[u8]) -> Result<(), String> {
 /// A budgets file (`apibench gate --budgets`), and each budget matched against a few names.
 pub fn budgets(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
-    let parsed = crate::budgets::parse(Path::new("fuzz-budgets.toml"), text).map_err(|e| e.to_string())?;
+    let parsed =
+        crate::budgets::parse(Path::new("fuzz-budgets.toml"), text).map_err(|e| e.to_string())?;
     for located in &parsed.budgets {
         for name in ["pool-10", "", "ünïcødé-*?"] {
             located.budget.matches_variant(name);
@@ -66,7 +67,27 @@ pub fn budgets(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// An interval log (`latency.hlog`), read whole: every entry decoded and merged by start and tag.
+/// Most counters [`hlog`] lets [`crate::recorder::read_hlog`] hold at once (256 MiB of `u64`).
+const READ_WHOLE_MAX_COUNTERS: usize = 1 << 25;
+
+/// An interval log (`latency.hlog`): streamed as the report and `recover` read it (each entry's
+/// end and quantiles taken as they do), walked as `merge` does, and read whole — when its
+/// histograms fit together: [`crate::recorder::read_hlog`] holds every one by design, so a log
+/// of many large histograms is large in memory, not a bug.
 pub fn hlog(data: &[u8]) -> Result<(), String> {
-    crate::recorder::read_hlog(data).map(drop)
+    let mut counters = 0usize;
+    crate::recorder::for_each_hlog_interval(data, |interval| {
+        let _end = interval.start + interval.duration;
+        let _p99 = interval.histogram.value_at_quantile(0.99);
+        counters = counters.saturating_add(interval.histogram.distinct_values());
+        Ok(())
+    })?;
+    for interval in crate::recorder::hlog_intervals(data) {
+        interval?;
+    }
+    crate::recorder::hlog_start_time(data);
+    if counters <= READ_WHOLE_MAX_COUNTERS {
+        crate::recorder::read_hlog(data)?;
+    }
+    Ok(())
 }

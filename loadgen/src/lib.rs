@@ -20,7 +20,8 @@
 //! `summary.json`, so `report` can still render it.
 //!
 //! Beyond one machine: `run --shard I/N --start-at T` sends one share of the schedule
-//! ([`shard`]), and [`merge`] (`apibench merge`) adds the shards' histograms into one run.
+//! ([`shard`]), and [`merge`] (`apibench merge`) adds the shards' histograms into one run;
+//! [`serve`] (`apibench serve`) starts a seeded target for them and leaves it running.
 //!
 //! [`calibrate`] (`apibench calibrate`) measures the generator itself: the highest rate it keeps
 //! valid against a trivial server on its own CPU, and its send lag below that, for `run` to
@@ -55,6 +56,7 @@ pub mod runner;
 pub mod sampler;
 pub mod saved;
 pub mod scenario;
+pub mod serve;
 pub mod schedule;
 pub mod shard;
 pub mod target;

@@ -103,6 +103,13 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
         }
         Command::Merge(args) => Ok(emit(loadgen::merge::command(&args))),
+        Command::Serve(args) => match runtime.block_on(loadgen::serve::serve(&args, cancel_rx)) {
+            Ok(()) => Ok(EXIT_OK),
+            Err(e) => {
+                eprintln!("apibench: {e}");
+                Ok(e.exit_code())
+            }
+        },
         Command::Calibrate(args) => calibrate(&runtime, args, cancel_rx),
         Command::HelloServer(args) => Ok(hello_server(&args)),
     }

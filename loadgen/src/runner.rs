@@ -329,6 +329,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         api_bin: opts.api_bin.clone().unwrap_or_else(target::default_api_bin),
         node_dir: target::find_node_dir(&[&cwd, &scenario_dir]),
         search_root: cwd.clone(),
+        listen_host: None,
     };
     // Fail fast, before provisioning a database, when a target cannot start at all.
     for v in &variants {

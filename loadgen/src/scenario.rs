@@ -558,14 +558,18 @@ fn parse_faults(
                 return Err(cx.err(
                     &raw_fault.span(),
                     "faults.duration",
-                    &format!("`{action}` needs duration = \"3s\": how long the processes stay stopped"),
+                    &format!(
+                        "`{action}` needs duration = \"3s\": how long the processes stay stopped"
+                    ),
                 ));
             }
             (Some(d), false) => {
                 return Err(cx.err(
                     &d.span(),
                     "faults.duration",
-                    &format!("`{action}` is a single step; duration is for pg_pause and target_pause"),
+                    &format!(
+                        "`{action}` is a single step; duration is for pg_pause and target_pause"
+                    ),
                 ));
             }
             (None, false) => None,
@@ -782,6 +786,7 @@ fn parse_stages(
         return Err(cx.err(&stages.span(), field, "must not be empty"));
     }
     let mut out = Vec::new();
+    let mut total = Duration::ZERO;
     for stage in stages.get_ref() {
         let s = stage.get_ref();
         let duration_name = format!("{field}.duration");
@@ -789,6 +794,14 @@ fn parse_stages(
         if duration.is_zero() {
             return Err(cx.err(&s.duration.span(), &duration_name, "must be > 0"));
         }
+        // The load's duration is the stages' sum: it must not overflow.
+        total = total.checked_add(duration).ok_or_else(|| {
+            cx.err(
+                &s.duration.span(),
+                &duration_name,
+                "the stages' durations add up to more than 2^64 seconds",
+            )
+        })?;
         out.push(Stage {
             rate_per_sec: rate_field(cx, &s.rate_per_sec, &format!("{field}.rate_per_sec"))?,
             duration,

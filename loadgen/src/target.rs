@@ -96,6 +96,9 @@ pub struct TargetEnv {
     pub node_dir: Option<PathBuf>,
     /// Where the search for the Node baseline started (for the error message).
     pub search_root: PathBuf,
+    /// Bind the target here (a free port on it) instead of 127.0.0.1 (`apibench serve
+    /// --listen-host`: a target other machines load).
+    pub listen_host: Option<String>,
 }
 
 /// The default `api` binary: next to the running executable (target/{debug,release}/api).
@@ -401,11 +404,13 @@ pub async fn start(
             what: launch.what.clone(),
             source,
         })?;
-        launch.env.push(("HOST".into(), "127.0.0.1".into()));
+        let host = env.listen_host.as_deref().unwrap_or("127.0.0.1");
+        launch.env.push(("HOST".into(), host.into()));
         launch.env.push(("PORT".into(), port.to_string()));
-        base_url = format!("http://127.0.0.1:{port}");
+        base_url = format!("http://{host}:{port}");
     }
-    let (process, addr_rx) = launch.spawn(None, true)?;
+    let listen = env.listen_host.as_ref().map(|host| format!("{host}:0"));
+    let (process, addr_rx) = launch.spawn(listen.as_deref(), true)?;
     let mut running = RunningTarget {
         base_url,
         pid: process.pid,
@@ -415,7 +420,13 @@ pub async fn start(
         what: launch.what.clone(),
     };
     running.replace_process(Some(process));
-    wait_ready(&mut running.base_url, Some(addr_rx), &running.process, &launch).await?;
+    wait_ready(
+        &mut running.base_url,
+        Some(addr_rx),
+        &running.process,
+        &launch,
+    )
+    .await?;
     running.launch = Some(launch);
     Ok(running)
 }
@@ -461,11 +472,7 @@ async fn wait_ready(
             }
         };
         if let Some(status) = exited {
-            return Err(TargetError::ExitedEarly {
-                what,
-                status,
-                log,
-            });
+            return Err(TargetError::ExitedEarly { what, status, log });
         }
         if Instant::now() > deadline {
             return Err(TargetError::NotReady {

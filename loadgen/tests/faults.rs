@@ -7,7 +7,7 @@ use loadgen::faults::{self, FaultAction};
 use loadgen::results::Summary;
 use loadgen::scenario::{self, ScenarioError};
 use pgprovision::ProvisionedBy;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const BASE: &str = r#"name = "f"
 [load]
@@ -36,7 +36,10 @@ fn error_of(text: &str) -> String {
 
 fn assert_names(error: &str, line: usize, field: &str, says: &str) {
     let prefix = format!("f.toml:{line}:");
-    assert!(error.starts_with(&prefix), "`{error}` should start with {prefix}");
+    assert!(
+        error.starts_with(&prefix),
+        "`{error}` should start with {prefix}"
+    );
     assert!(error.contains(field), "`{error}` should name {field}");
     assert!(error.contains(says), "`{error}` should say {says:?}");
 }
@@ -80,7 +83,10 @@ fn every_action_parses_in_time_order_with_durations_for_pauses() {
 fn an_unknown_action_is_named_with_the_ones_there_are() {
     let e = error_of(&(BASE.to_string() + "[[faults]]\nat = \"5s\"\naction = \"pg_crash\"\n"));
     assert_names(&e, 13, "faults.action", "`pg_crash` is not a fault");
-    assert!(e.contains("pg_terminate, pg_restart, pg_pause, target_pause, target_kill"), "{e}");
+    assert!(
+        e.contains("pg_terminate, pg_restart, pg_pause, target_pause, target_kill"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -90,7 +96,8 @@ fn pauses_need_a_duration_and_single_steps_take_none() {
     let e = error_of(&(BASE.to_string() + "[[faults]]\nat = \"5s\"\naction = \"pg_pause\"\n"));
     assert_names(&e, 11, "faults.duration", "needs duration");
     let e = error_of(
-        &(BASE.to_string() + "[[faults]]\nat = \"5s\"\naction = \"pg_restart\"\nduration = \"2s\"\n"),
+        &(BASE.to_string()
+            + "[[faults]]\nat = \"5s\"\naction = \"pg_restart\"\nduration = \"2s\"\n"),
     );
     assert_names(&e, 14, "faults.duration", "single step");
     let e = error_of(
@@ -108,7 +115,8 @@ fn a_fault_must_end_before_the_load_does() {
             + "[[faults]]\nat = \"18s\"\naction = \"target_pause\"\nduration = \"3s\"\n"),
     );
     assert_names(&e, 12, "faults.at", "ends at 21000 ms");
-    let e = error_of(&(BASE.to_string() + "[[faults]]\nat = \"soon\"\naction = \"pg_terminate\"\n"));
+    let e =
+        error_of(&(BASE.to_string() + "[[faults]]\nat = \"soon\"\naction = \"pg_terminate\"\n"));
     assert_names(&e, 12, "faults.at", "not a duration");
 }
 
@@ -119,11 +127,23 @@ fn overlapping_faults_and_url_targets_are_refused() {
             + "[[faults]]\nat = \"5s\"\naction = \"target_pause\"\nduration = \"3s\"\n\
                [[faults]]\nat = \"7s\"\naction = \"pg_terminate\"\n"),
     );
-    assert_names(&e, 16, "faults.at", "overlaps the `target_pause` at line 13");
-    let url = BASE.replace("kind = \"api\"", "kind = \"url\"\nurl = \"http://127.0.0.1:9\"")
-        + "[[faults]]\nat = \"5s\"\naction = \"target_kill\"\n";
+    assert_names(
+        &e,
+        16,
+        "faults.at",
+        "overlaps the `target_pause` at line 13",
+    );
+    let url = BASE.replace(
+        "kind = \"api\"",
+        "kind = \"url\"\nurl = \"http://127.0.0.1:9\"",
+    ) + "[[faults]]\nat = \"5s\"\naction = \"target_kill\"\n";
     let e = error_of(&url);
-    assert_names(&e, 14, "faults.action", "not possible with variant `default` (kind = \"url\")");
+    assert_names(
+        &e,
+        14,
+        "faults.action",
+        "not possible with variant `default` (kind = \"url\")",
+    );
 }
 
 #[test]
@@ -148,19 +168,13 @@ fn pg_restart_and_pg_pause_are_refused_without_a_cluster_apibench_started() {
     assert_names(&e.to_string(), 16, "faults.action", "given by URL");
 }
 
-fn api_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_apibench"))
-        .parent()
-        .map(|dir| dir.join("api"))
-        .unwrap_or_default()
-}
-
 /// A few seconds of load against the real API on a provisioned PostgreSQL: a session
 /// terminate, a pause of the API and a kill + restart of it. Every fault is injected and
 /// recorded, the load carries on after the kill, and the report has the table.
 #[test]
 fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
-    let api = api_bin();
+    // target/debug/api, next to the test binary's directory.
+    let api = loadgen::target::default_api_bin();
     if !api.is_file() {
         eprintln!("skipped: {} not built (cargo build -p api)", api.display());
         return;
@@ -171,6 +185,7 @@ fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
         &scenario,
         "name = \"faults-e2e\"\n[data]\nusers = 100\nposts = 200\n\
          [load]\nrate_per_sec = 100\nusers = 8\nmax_users = 200\nduration = \"8s\"\nwarmup = \"1s\"\n\
+         timeout = \"2s\"\n\
          [target]\nkind = \"api\"\n\
          [[requests]]\nname = \"get_user\"\npath = \"/api/users/{{user_id}}\"\n\
          [[faults]]\nat = \"1s\"\naction = \"pg_terminate\"\n\
@@ -226,7 +241,9 @@ fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
         assert!(ms >= 1_000, "never sooner than the pause itself: {pause:?}");
     }
     assert!(
-        kill.detail.as_deref().is_some_and(|d| d.contains("killed") && d.contains("ready")),
+        kill.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("killed") && d.contains("ready")),
         "{kill:?}"
     );
     // The restarted API answered: requests succeeded after the kill.
@@ -236,5 +253,8 @@ fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
     assert!(html.contains("Faults and recovery") && html.contains("fault window"));
     // One log for both processes: the restart appends to it.
     let log = std::fs::read_to_string(out.join("default/target.log")).expect("target log");
-    assert!(log.matches("listening on").count() >= 2, "started twice:\n{log}");
+    assert!(
+        log.matches("listening on").count() >= 2,
+        "started twice:\n{log}"
+    );
 }

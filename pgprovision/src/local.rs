@@ -237,8 +237,7 @@ impl LocalCluster {
     ) -> Result<(), ProvisionError> {
         let root = &self.root;
         let log_file = root.join("postgres.log");
-        let mut command =
-            postgres_command(postgres, &root.join("data"), port, &root.join("sock"));
+        let mut command = postgres_command(postgres, &root.join("data"), port, &root.join("sock"));
         if let Some(user) = service_user {
             command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }

@@ -34,7 +34,11 @@ pub struct Health {
     tag = "operations",
     summary = "Health and configuration",
     responses(
-        (status = 200, description = "The database answers; every knob as configured", body = Health),
+        (
+            status = 200,
+            description = "The database answers; every knob as configured",
+            body = Health
+        ),
         HealthErrors,
     )
 )]

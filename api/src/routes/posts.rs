@@ -35,15 +35,37 @@ pub struct NewPost {
     pub author_id: Option<i64>,
     #[validate(
         required(message = "is required"),
-        length(min = 1, max = 200, message = "must be 1 to 200 characters")
+        length(min = 1, max = 200, message = "must be 1 to 200 characters"),
+        custom(
+            function = "crate::extract::storable_text",
+            message = "must not contain NUL characters"
+        )
     )]
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, example = "Hello")]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*$",
+        example = "Hello"
+    )]
     pub title: Option<String>,
     #[validate(
         required(message = "is required"),
-        length(min = 1, max = 10000, message = "must be 1 to 10000 characters")
+        length(min = 1, max = 10000, message = "must be 1 to 10000 characters"),
+        custom(
+            function = "crate::extract::storable_text",
+            message = "must not contain NUL characters"
+        )
     )]
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 10000, example = "World")]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"^[^\u0000]*$",
+        example = "World"
+    )]
     pub body: Option<String>,
 }
 
@@ -135,6 +157,7 @@ pub async fn list(
         (
             "If-None-Match" = Option<String>,
             Header,
+            nullable = false,
             description = "`*` or a comma-separated list of entity tags, compared weakly"
         ),
     ),
@@ -144,7 +167,11 @@ pub async fn list(
             description = "The post",
             body = Post,
             headers(
-                ("ETag" = String, description = "`\"` + the first 32 hex digits of the SHA-256 of the body + `\"` (cache headers on)"),
+                (
+                    "ETag" = String,
+                    description = "`\"` + the first 32 hex digits of the SHA-256 of the body + \
+                        `\"` (cache headers on)"
+                ),
                 ("Cache-Control" = String, description = "`public, max-age=N` (cache headers on)"),
             )
         ),
@@ -229,6 +256,31 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn a_nul_in_the_title_or_body_is_a_field_error_not_a_failed_insert() {
+        let post = |title: &str, body: &str| NewPost {
+            author_id: Some(1),
+            title: Some(title.to_owned()),
+            body: Some(body.to_owned()),
+        };
+        let fields = |post: NewPost| match post.validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => crate::extract::field_messages(&errors)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        };
+        assert_eq!(fields(post("t", "b")), vec![]);
+        let nul = "must not contain NUL characters".to_owned();
+        assert_eq!(
+            fields(post("t\0", "\0b")),
+            vec![("body".to_owned(), nul.clone()), ("title".to_owned(), nul)]
+        );
+        assert_eq!(
+            fields(post(&format!("{}\0", "t".repeat(200)), "b")),
+            vec![("title".to_owned(), "must be 1 to 200 characters".to_owned())]
+        );
     }
 
     #[test]

@@ -112,6 +112,8 @@ function loadConfig(env = process.env) {
     pool_acquire_timeout_ms: parseIntKnob(env, 'API_POOL_ACQUIRE_TIMEOUT_MS', 3000, 1, 2 ** 31 - 1),
     // Parsed so that a bad value is still an error, but node-postgres has no such switch.
     test_before_acquire: parseBoolKnob(env, 'API_TEST_BEFORE_ACQUIRE', true),
+    // Per statement: PostgreSQL's statement_timeout, and pg's query_timeout 250 ms later (db.js).
+    query_timeout_ms: parseIntKnob(env, 'API_QUERY_TIMEOUT_MS', 2000, 1, 2 ** 31 - 1),
     gzip: parseBoolKnob(env, 'API_GZIP', true),
     cache_headers: parseBoolKnob(env, 'API_CACHE_HEADERS', true),
     cache_max_age_secs: parseIntKnob(env, 'API_CACHE_MAX_AGE_SECS', 3600, 0, 2 ** 31 - 1),

@@ -6,6 +6,12 @@
 
 const pg = require('pg');
 
+// How long after query_timeout_ms the client stops waiting (as the Rust API's
+// QUERY_TIMEOUT_GRACE): the server's statement_timeout fires first whenever the server is alive,
+// so only a server that answers nothing (paused, partitioned) reaches pg's query_timeout — and
+// pg then destroys that client instead of returning it to the pool.
+const QUERY_TIMEOUT_GRACE_MS = 250;
+
 function createPool(config) {
   const k = config.knobs;
   const pool = new pg.Pool({
@@ -13,6 +19,8 @@ function createPool(config) {
     max: k.pool_max,
     min: k.pool_min, // keeps that many idle connections from being reaped; server.js pre-warms them
     connectionTimeoutMillis: k.pool_acquire_timeout_ms, // acquire wait (and connect) → 503
+    statement_timeout: k.query_timeout_ms, // the server cancels an overrunning statement (57014 → 503)
+    query_timeout: k.query_timeout_ms + QUERY_TIMEOUT_GRACE_MS, // no answer at all → 503
     idleTimeoutMillis: 600_000, // sqlx's default idle_timeout (10 min)
     maxLifetimeSeconds: 1800, // sqlx's default max_lifetime (30 min)
     application_name: 'apibench-node',
@@ -85,4 +93,4 @@ function createRepo(pool) {
   };
 }
 
-module.exports = { createPool, prewarm, createRepo };
+module.exports = { createPool, prewarm, createRepo, QUERY_TIMEOUT_GRACE_MS };

@@ -43,8 +43,10 @@ function errorBody(err) {
 }
 
 // SQLSTATE classes that mean "the database is not there" rather than "the query is wrong":
-// 08 connection exception, 53 insufficient resources, 57P0x shutdown / cannot connect now.
-const UNAVAILABLE_SQLSTATE = /^(08|53|57P0)/;
+// 08 connection exception, 53 insufficient resources, 57P0x shutdown / cannot connect now, and
+// 57014 query_canceled (statement_timeout, the server side of query_timeout_ms). The Rust API
+// maps the same set (api/src/error.rs).
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0|57014$)/;
 const UNAVAILABLE_ERRNO = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND',
   'EAI_AGAIN', 'EPIPE', 'ENOENT',
@@ -57,6 +59,10 @@ function isUnavailable(err) {
     if (err.message.includes('timeout exceeded when trying to connect')) return true;
     if (err.message.includes('Connection terminated')) return true;
     if (err.message.includes('Cannot use a pool after calling end')) return true;
+    // pg's query_timeout: the server did not answer within query_timeout_ms + grace.
+    if (err.message === 'Query read timeout') return true;
+    // A client whose connection already failed (e.g. its session was terminated).
+    if (err.message.includes('is not queryable')) return true;
   }
   if (typeof err.code === 'string') {
     if (UNAVAILABLE_ERRNO.has(err.code)) return true;

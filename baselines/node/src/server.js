@@ -11,6 +11,13 @@ const { createPool, prewarm } = require('./db');
 const { createApp } = require('./app');
 
 const SHUTDOWN_GRACE_MS = 10_000;
+// While draining, idle keep-alive connections are closed this often: node:http's server.close()
+// closes the connections idle at that moment only, so one whose in-flight response finishes
+// later would stay open for keepAliveTimeout (75 s) and hold the exit until the grace is over.
+const DRAIN_SWEEP_MS = 50;
+// Closing the pool waits for every client to end; a database that answers nothing (paused)
+// would keep that — and the exit — waiting.
+const POOL_END_PATIENCE_MS = 5_000;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
@@ -67,14 +74,24 @@ async function main() {
       server.closeAllConnections();
     }, SHUTDOWN_GRACE_MS);
     force.unref();
+    const sweep = setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS);
+    sweep.unref();
     // Stops accepting; idle keep-alive connections are closed, busy ones after their response.
     server.close(async () => {
       clearTimeout(force);
+      clearInterval(sweep);
+      let patience;
+      const gaveUp = new Promise((resolve) => {
+        patience = setTimeout(() => resolve(true), POOL_END_PATIENCE_MS);
+      });
       try {
-        await pool.end();
+        if (await Promise.race([pool.end().then(() => false), gaveUp])) {
+          logger.warn('the database pool did not close in time; stopping without it');
+        }
       } catch (err) {
         logger.warn({ err }, 'closing the pool failed');
       }
+      clearTimeout(patience);
       logger.info('stopped');
       logger.flush?.();
       process.exit(0);

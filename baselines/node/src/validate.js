@@ -98,6 +98,10 @@ const MESSAGES = {
   body: 'must be 1 to 10000 characters',
   author_id: 'must be a positive integer',
 };
+// PostgreSQL's text cannot hold U+0000: a stored field with one is a validation failure, not a
+// failed INSERT (the Rust API's `storable_text`). Checked after the length, as there.
+const NUL_MESSAGE = 'must not contain NUL characters';
+const hasNul = (s) => s.includes('\u0000');
 const REQUIRED = 'is required';
 const UNKNOWN_AUTHOR = 'must reference an existing user';
 
@@ -233,6 +237,7 @@ function validateNewUser(body, text) {
   else if (!lengthOk(password, 8, 128)) fields.password = MESSAGES.password;
   if (name === undefined) fields.name = REQUIRED;
   else if (!lengthOk(name.trim(), 1, 100)) fields.name = MESSAGES.name;
+  else if (hasNul(name)) fields.name = NUL_MESSAGE;
   failIfAny(fields);
   return { email: email.trim().toLowerCase(), password, name: name.trim() };
 }
@@ -249,8 +254,10 @@ function validateNewPost(body, text) {
   else if (authorId < 1) fields.author_id = MESSAGES.author_id;
   if (title === undefined) fields.title = REQUIRED;
   else if (!lengthOk(title, 1, 200)) fields.title = MESSAGES.title;
+  else if (hasNul(title)) fields.title = NUL_MESSAGE;
   if (postBody === undefined) fields.body = REQUIRED;
   else if (!lengthOk(postBody, 1, 10000)) fields.body = MESSAGES.body;
+  else if (hasNul(postBody)) fields.body = NUL_MESSAGE;
   failIfAny(fields);
   return { author_id: authorId, title, body: postBody };
 }
@@ -265,6 +272,7 @@ module.exports = {
   validateNewPost,
   MESSAGES,
   REQUIRED,
+  NUL_MESSAGE,
   UNKNOWN_AUTHOR,
   sortedFields,
   topLevelMembers,

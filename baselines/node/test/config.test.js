@@ -17,6 +17,7 @@ test('defaults are the documented ones (docs/KNOBS.md)', () => {
     pool_min: 10,
     pool_acquire_timeout_ms: 3000,
     test_before_acquire: true,
+    query_timeout_ms: 2000,
     gzip: true,
     cache_headers: true,
     cache_max_age_secs: 3600,

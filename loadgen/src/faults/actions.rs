@@ -289,7 +289,13 @@ fn process_parents() -> Vec<(u32, u32)> {
         let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // After the command name's closing parenthesis: state, then the parent pid.
-        let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         Some((pid, ppid))
     })
     .collect()
@@ -306,7 +312,12 @@ mod tests {
     /// The state letter of a process (`T` = stopped).
     fn state(pid: u32) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
     }
 
     fn wait_for_state(pid: u32, wanted: impl Fn(char) -> bool) -> bool {
@@ -348,7 +359,10 @@ mod tests {
         std::mem::forget(forgotten);
         assert!(wait_for_state(root, |s| s == 'T'));
         resume_all_paused();
-        assert!(wait_for_state(root, |s| s != 'T'), "resumed by the emergency path");
+        assert!(
+            wait_for_state(root, |s| s != 'T'),
+            "resumed by the emergency path"
+        );
         PAUSED.lock().expect("lock").clear();
 
         let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);

@@ -208,8 +208,8 @@ pub struct FaultRecord {
     pub errors_after: u64,
     #[serde(default)]
     pub statuses_after: BTreeMap<String, u64>,
-    /// p99 of the successes in the measured intervals before the first fault: what "recovered"
-    /// is measured against.
+    /// The median of the 1 s intervals' p99s before the first fault (a typical second): what
+    /// "recovered" is measured against.
     #[serde(default)]
     pub pre_fault_p99_us: Option<u64>,
     #[serde(default)]
@@ -415,10 +415,7 @@ mod tests {
 
     #[test]
     fn signalling_the_postmaster_needs_a_cluster_apibench_started() {
-        let faults = [
-            spec(FaultAction::PgTerminate),
-            spec(FaultAction::PgRestart),
-        ];
+        let faults = [spec(FaultAction::PgTerminate), spec(FaultAction::PgRestart)];
         assert!(check_database(&faults, Some(ProvisionedBy::LocalBinaries)).is_ok());
         for (by, says) in [
             (ProvisionedBy::Url, "given by URL"),
@@ -435,11 +432,8 @@ mod tests {
         }
         // Terminating sessions is SQL: any server will do.
         assert!(check_database(&faults[..1], Some(ProvisionedBy::Url)).is_ok());
-        let e = check_before_provisioning(
-            &[spec(FaultAction::PgPause)],
-            Some("postgres://u@h/db"),
-        )
-        .expect_err("a URL is the user's server");
+        let e = check_before_provisioning(&[spec(FaultAction::PgPause)], Some("postgres://u@h/db"))
+            .expect_err("a URL is the user's server");
         assert!(e.to_string().contains("`pg_pause` is not possible"), "{e}");
     }
 

@@ -3,9 +3,10 @@
 //!
 //! A fault has recovered at the first 1 s interval, from the one its injection ended in, whose
 //! completions include successes and no failure, and whose successes' p99 is at most
-//! [`RECOVERED_P99_FACTOR`] × the pre-fault p99 — the p99 of the successes in the measured
-//! intervals before the first fault (the warm-up's when the first fault leaves none; no p99
-//! condition when there is neither). Time to recover runs from the fault's start to that
+//! [`RECOVERED_P99_FACTOR`] × the pre-fault p99 — the median of the 1 s intervals' p99s over the
+//! measured intervals before the first fault (the warm-up's when the first fault leaves none; no
+//! p99 condition when there is neither): an interval's p99 is compared with a typical interval's,
+//! and one stall before the fault does not make the rule lenient. Time to recover runs from the fault's start to that
 //! interval's start (never less than the injection's own length); the search stops at the next
 //! fault's interval or the schedule's end, and a fault that reaches either says so. Intervals are
 //! by completion time, so the resolution is 1 s.
@@ -123,6 +124,18 @@ pub fn pre_fault_span(timeline: &Timeline, first_fault_start_us: Option<u64>) ->
     if has_successes(&warmup) { warmup } else { 0..0 }
 }
 
+/// The pre-fault p99: the median of the p99s of the intervals in `span` that had successes.
+pub fn pre_fault_p99(timeline: &Timeline, span: Range<u64>) -> Option<u64> {
+    let mut p99s: Vec<u64> = timeline
+        .intervals
+        .range(span)
+        .filter(|(_, f)| f.successes > 0)
+        .map(|(_, f)| f.p99_us)
+        .collect();
+    p99s.sort_unstable();
+    p99s.get(p99s.len() / 2).copied()
+}
+
 /// Each fault's recovery (faults in time order, as injected), judged against
 /// `pre_fault_p99_us`. `recovery_p99_us` is left for the caller (it needs the histograms).
 pub fn assess_timeline(
@@ -177,8 +190,8 @@ pub fn assess_timeline(
 
 /// The recoveries of `faults` from a phase's interval log (untagged: successes; `errors`) and
 /// the failed requests' statuses per interval. Two passes over the log, holding one histogram
-/// per span being merged, never one per interval: the first gives every interval's counts and
-/// p99 and merges the pre-fault span, the second merges each fault's recovery span.
+/// per fault, never one per interval: the first gives every interval's counts and p99, the
+/// second merges each fault's recovery span.
 pub fn assess_log(
     hlog: &[u8],
     error_statuses_by_interval: &BTreeMap<u64, BTreeMap<u16, u64>>,
@@ -190,19 +203,6 @@ pub fn assess_log(
         return Ok(Vec::new());
     }
     let mut timeline = Timeline::new(warmup_us, schedule_end_us);
-    let pre_span = {
-        // Known before reading: the first fault's interval and the warm-up bound it. Which of
-        // the measured or warm-up spans has successes needs the counts, so merge both.
-        let first_fault = faults.first().map(|f| f.start_us / US_PER_S);
-        let fault_interval = first_fault.unwrap_or(timeline.end).min(timeline.end);
-        (
-            timeline.first_measured..fault_interval,
-            0..timeline.first_measured.min(fault_interval),
-        )
-    };
-    let mut pre_measured = recorder::new_histogram();
-    let mut pre_warmup = recorder::new_histogram();
-    let mut untagged_seen: BTreeMap<u64, u32> = BTreeMap::new();
     for_each_hlog_interval_tagged(
         hlog,
         |tag| tag.is_none() || tag == Some("errors"),
@@ -219,12 +219,6 @@ pub fn assess_log(
                     if !h.is_empty() {
                         figures.p99_us = figures.p99_us.max(h.value_at_quantile(0.99));
                     }
-                    *untagged_seen.entry(index).or_insert(0) += 1;
-                    if pre_span.0.contains(&index) {
-                        add(&mut pre_measured, h);
-                    } else if pre_span.1.contains(&index) {
-                        add(&mut pre_warmup, h);
-                    }
                 }
             }
             Ok(())
@@ -233,14 +227,8 @@ pub fn assess_log(
     for (index, statuses) in error_statuses_by_interval {
         timeline.intervals.entry(*index).or_default().error_statuses = statuses.clone();
     }
-    let chosen = pre_fault_span(&timeline, faults.first().map(|f| f.start_us));
-    let pre_fault = if chosen == pre_span.0 {
-        &pre_measured
-    } else {
-        &pre_warmup
-    };
-    let pre_fault_p99_us = (!chosen.is_empty() && !pre_fault.is_empty())
-        .then(|| pre_fault.value_at_quantile(0.99));
+    let span = pre_fault_span(&timeline, faults.first().map(|f| f.start_us));
+    let pre_fault_p99_us = pre_fault_p99(&timeline, span);
     let mut recoveries = assess_timeline(&timeline, faults, pre_fault_p99_us);
 
     let spans: Vec<Range<u64>> = recoveries.iter().map(|r| r.recovery_span.clone()).collect();
@@ -305,7 +293,8 @@ mod tests {
     #[test]
     fn a_fault_recovers_at_the_first_clean_interval_within_twice_the_pre_fault_p99() {
         // Steady at 2 ms; a restart at 10 s: 503s for two seconds, then slow, then normal.
-        let mut intervals: Vec<(u64, IntervalFigures)> = (3..23).map(|k| (k, ok(300, 2_000))).collect();
+        let mut intervals: Vec<(u64, IntervalFigures)> =
+            (3..23).map(|k| (k, ok(300, 2_000))).collect();
         intervals[7].1 = failing(100, 2_000, &[(503, 180), (0, 20)]); // 10
         intervals[8].1 = failing(250, 9_000, &[(503, 40)]); // 11
         intervals[9].1 = ok(300, 4_100); // 12: no errors but p99 over 2 × 2 ms
@@ -331,7 +320,8 @@ mod tests {
 
     #[test]
     fn a_fault_that_never_recovers_says_so_and_spans_to_the_end() {
-        let mut intervals: Vec<(u64, IntervalFigures)> = (3..23).map(|k| (k, ok(300, 2_000))).collect();
+        let mut intervals: Vec<(u64, IntervalFigures)> =
+            (3..23).map(|k| (k, ok(300, 2_000))).collect();
         for (_, figures) in intervals.iter_mut().filter(|(k, _)| *k >= 15) {
             *figures = failing(10, 50_000, &[(503, 290)]);
         }
@@ -352,14 +342,17 @@ mod tests {
         assert_eq!(r.after.errors, 290 * 7);
         // An interval with nothing completed (a paused server) is never "recovered".
         let quiet = timeline((3..23).map(|k| (k, ok(if k >= 15 { 0 } else { 300 }, 0))));
-        assert!(assess_timeline(&quiet, &[fault], Some(2_000))[0]
-            .not_recovered
-            .is_some());
+        assert!(
+            assess_timeline(&quiet, &[fault], Some(2_000))[0]
+                .not_recovered
+                .is_some()
+        );
     }
 
     #[test]
     fn errors_before_the_fault_are_not_the_fault_s_and_an_unfelt_fault_recovers_at_once() {
-        let mut intervals: Vec<(u64, IntervalFigures)> = (3..23).map(|k| (k, ok(300, 2_000))).collect();
+        let mut intervals: Vec<(u64, IntervalFigures)> =
+            (3..23).map(|k| (k, ok(300, 2_000))).collect();
         intervals[2].1 = failing(290, 2_000, &[(500, 10)]); // 5: before the fault
         let t = timeline(intervals);
         let fault = FaultWindow {
@@ -377,7 +370,8 @@ mod tests {
 
     #[test]
     fn a_pause_recovers_no_earlier_than_its_end_and_the_next_fault_bounds_the_search() {
-        let mut intervals: Vec<(u64, IntervalFigures)> = (3..23).map(|k| (k, ok(300, 2_000))).collect();
+        let mut intervals: Vec<(u64, IntervalFigures)> =
+            (3..23).map(|k| (k, ok(300, 2_000))).collect();
         // Paused 8..11: nothing completes, then the backlog arrives slow.
         for k in 8..11 {
             intervals[k - 3].1 = ok(0, 0);
@@ -406,6 +400,17 @@ mod tests {
     }
 
     #[test]
+    fn the_pre_fault_p99_is_a_typical_interval_s_one_stall_does_not_move_it() {
+        let mut intervals: Vec<(u64, IntervalFigures)> =
+            (3..10).map(|k| (k, ok(300, 2_000))).collect();
+        intervals[2].1 = ok(300, 900_000); // 5: a one-second stall before any fault
+        intervals[4].1 = ok(0, 0); // 7: nothing completed: not a reference
+        let t = timeline(intervals);
+        assert_eq!(pre_fault_p99(&t, 3..10), Some(2_000));
+        assert_eq!(pre_fault_p99(&t, 7..8), None);
+    }
+
+    #[test]
     fn without_measured_intervals_before_the_fault_the_warmup_is_the_reference() {
         let t = timeline((0..23).map(|k| (k, ok(100, 2_000))));
         assert_eq!(pre_fault_span(&t, Some(3_000_000)), 0..3);
@@ -426,13 +431,8 @@ mod tests {
             for i in 0..100u64 {
                 let at = second * US_PER_S + i * 10_000 + 1;
                 let slow = matches!(second, 5 | 6);
-                let mut sample = Sample::success(
-                    0,
-                    if slow { 40_000 } else { 1_000 + i },
-                    at,
-                    second < 1,
-                    0,
-                );
+                let mut sample =
+                    Sample::success(0, if slow { 40_000 } else { 1_000 + i }, at, second < 1, 0);
                 if second == 5 && i < 30 {
                     sample.error = true;
                     sample.status = 503;

@@ -205,16 +205,7 @@ pub fn for_each_hlog_interval_tagged(
         match entry {
             Ok(LogEntry::Interval(interval)) if !wanted(interval.tag().map(|t| t.as_str())) => {}
             Ok(LogEntry::Interval(interval)) => {
-                let raw = base64_decode(interval.encoded_histogram());
-                let histogram: Histogram<u64> = deserializer
-                    .deserialize(&mut raw.as_slice())
-                    .map_err(|e| format!("bad histogram: {e:?}"))?;
-                visit(LoggedInterval {
-                    tag: interval.tag().map(|t| t.as_str().to_string()),
-                    start: interval.start_timestamp(),
-                    duration: interval.duration(),
-                    histogram,
-                })?;
+                visit(logged_interval(&interval, &mut deserializer)?)?;
             }
             Ok(_) => {}
             Err(e) => return Err(format!("bad interval log: {e:?}")),
@@ -246,18 +237,7 @@ impl Iterator for HlogIntervals<'_> {
         loop {
             match self.entries.next()? {
                 Ok(LogEntry::Interval(interval)) => {
-                    let raw = base64_decode(interval.encoded_histogram());
-                    let decoded: Result<Histogram<u64>, _> =
-                        self.deserializer.deserialize(&mut raw.as_slice());
-                    return Some(match decoded {
-                        Ok(histogram) => Ok(LoggedInterval {
-                            tag: interval.tag().map(|t| t.as_str().to_string()),
-                            start: interval.start_timestamp(),
-                            duration: interval.duration(),
-                            histogram,
-                        }),
-                        Err(e) => Err(format!("bad histogram: {e:?}")),
-                    });
+                    return Some(logged_interval(&interval, &mut self.deserializer));
                 }
                 Ok(_) => {}
                 Err(e) => return Some(Err(format!("bad interval log: {e:?}"))),
@@ -326,4 +306,206 @@ pub(super) fn base64_decode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Latest an entry may start after the log's base time, and longest it may last (136 years):
+/// readers add starts, durations and shard offsets without overflow checks.
+const MAX_LOGGED_SECONDS: u64 = 1 << 32;
+
+/// One interval entry, checked and decoded.
+fn logged_interval(
+    interval: &hdrhistogram::serialization::interval_log::IntervalLogHistogram<'_>,
+    deserializer: &mut hdrhistogram::serialization::Deserializer,
+) -> Result<LoggedInterval, String> {
+    let (start, duration) = (interval.start_timestamp(), interval.duration());
+    if start.as_secs() >= MAX_LOGGED_SECONDS || duration.as_secs() >= MAX_LOGGED_SECONDS {
+        return Err(format!(
+            "bad interval log: an entry at {} s lasting {} s (each must be below 2^32 s)",
+            start.as_secs(),
+            duration.as_secs()
+        ));
+    }
+    let raw = base64_decode(interval.encoded_histogram());
+    Ok(LoggedInterval {
+        tag: interval.tag().map(|t| t.as_str().to_string()),
+        start,
+        duration,
+        histogram: decode_v2_histogram(deserializer, &raw)?,
+    })
+}
+
+/// The V2 encodings' cookies (hdrhistogram's, word size 8): plain and zlib-deflated.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// A V2 header: cookie, payload length, normalizing offset, digits (4 bytes each), lowest and
+/// highest trackable value (8 each), integer-to-double ratio (8).
+const V2_HEADER_BYTES: usize = 40;
+/// Most counters a logged histogram may have (16 MiB of `u64`): this harness writes 17 408
+/// (1 µs..60 s at 3 digits); 5 digits up to half an hour still fit.
+const MAX_LOGGED_COUNTS: u64 = 1 << 21;
+/// Most bytes a histogram may inflate to: its header and one varint (≤ 9 bytes) per counter.
+const MAX_INFLATED_BYTES: u64 = V2_HEADER_BYTES as u64 + 9 * MAX_LOGGED_COUNTS;
+
+/// Decodes one logged histogram (V2 or V2-deflate, after base64), checking what hdrhistogram's
+/// decoder trusts first: it allocates the counts array and the payload buffer a header claims
+/// (a few bytes of base64 may claim 4 GiB), and a count that decodes to `i64::MIN` overflows
+/// its negation. A bad entry is an error naming the problem, never an allocation or a panic.
+pub(super) fn decode_v2_histogram(
+    deserializer: &mut hdrhistogram::serialization::Deserializer,
+    raw: &[u8],
+) -> Result<Histogram<u64>, String> {
+    use std::io::Read;
+    let be_u32 = |bytes: &[u8], at: usize| {
+        let word: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(word))
+    };
+    let be_u64 = |bytes: &[u8], at: usize| {
+        let word: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(word))
+    };
+    let inflated;
+    let plain = match be_u32(raw, 0) {
+        Some(V2_COOKIE) => raw,
+        Some(V2_DEFLATE_COOKIE) => {
+            let claimed = be_u32(raw, 4).unwrap_or(0) as usize;
+            let compressed = raw.get(8..).unwrap_or_default();
+            if claimed > compressed.len() {
+                return Err(format!(
+                    "bad histogram: {claimed} compressed bytes claimed, {} present",
+                    compressed.len()
+                ));
+            }
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(&compressed[..claimed])
+                .take(MAX_INFLATED_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("bad histogram: cannot inflate it: {e}"))?;
+            if out.len() as u64 > MAX_INFLATED_BYTES {
+                return Err(format!(
+                    "bad histogram: inflates past {MAX_INFLATED_BYTES} bytes"
+                ));
+            }
+            if be_u32(&out, 0) != Some(V2_COOKIE) {
+                return Err("bad histogram: its deflated content is not a V2 histogram".into());
+            }
+            inflated = out;
+            &inflated[..]
+        }
+        _ => return Err("bad histogram: not an HdrHistogram V2 or V2-deflate encoding".into()),
+    };
+    let (Some(payload_bytes), Some(digits), Some(lowest), Some(highest)) = (
+        be_u32(plain, 4),
+        be_u32(plain, 12),
+        be_u64(plain, 16),
+        be_u64(plain, 24),
+    ) else {
+        return Err("bad histogram: its header is cut short".into());
+    };
+    let payload = &plain[V2_HEADER_BYTES.min(plain.len())..];
+    if payload_bytes as usize > payload.len() {
+        return Err(format!(
+            "bad histogram: {payload_bytes} bytes of counts claimed, {} present",
+            payload.len()
+        ));
+    }
+    if digits > 5 {
+        return Err(format!(
+            "bad histogram: {digits} significant digits (at most 5)"
+        ));
+    }
+    let counts = counts_len(lowest, highest, digits);
+    if counts > MAX_LOGGED_COUNTS {
+        return Err(format!(
+            "bad histogram: {lowest}..={highest} at {digits} digits needs {counts} counters \
+             (at most {MAX_LOGGED_COUNTS})"
+        ));
+    }
+    // Nine 0xff bytes are the varint of u64::MAX, which zig-zags to i64::MIN; no run of them
+    // occurs in a real payload, where a 9-byte varint already means a count above 2^55.
+    if payload[..payload_bytes as usize]
+        .windows(9)
+        .any(|w| w == [0xff; 9])
+    {
+        return Err("bad histogram: a count of -2^63".into());
+    }
+    deserializer
+        .deserialize(&mut &plain[..])
+        .map_err(|e| format!("bad histogram: {e:?}"))
+}
+
+/// How many counters `Histogram::new_with_bounds(lowest, highest, digits)` allocates:
+/// half-buckets of 2×10^digits values (rounded up to a power of two) for each bucket, the
+/// buckets doubling from `lowest` until `highest` fits.
+fn counts_len(lowest: u64, highest: u64, digits: u32) -> u64 {
+    let sub_bucket_magnitude = (2 * 10u64.pow(digits.min(5))).next_power_of_two().ilog2();
+    let unit_magnitude = lowest.max(1).ilog2();
+    let buckets = (highest.max(1).ilog2() + 2)
+        .saturating_sub(sub_bucket_magnitude + unit_magnitude)
+        .max(1);
+    u64::from(buckets + 1) << (sub_bucket_magnitude - 1)
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+    use hdrhistogram::serialization::Deserializer;
+
+    /// A plain V2 histogram: header claiming `payload_bytes` of counts, then `payload`.
+    fn v2(payload_bytes: u32, digits: u32, highest: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for word in [V2_COOKIE, payload_bytes, 0, digits] {
+            out.extend(word.to_be_bytes());
+        }
+        out.extend(1u64.to_be_bytes());
+        out.extend(highest.to_be_bytes());
+        out.extend(1.0f64.to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Result<Histogram<u64>, String> {
+        decode_v2_histogram(&mut Deserializer::new(), raw)
+    }
+
+    #[test]
+    fn counts_len_is_what_hdrhistogram_allocates() {
+        for (lowest, highest, digits) in [
+            (1, 60_000_000, 3),
+            (1, 2, 0),
+            (1, u64::MAX, 5),
+            (1_000, 3_600_000_000_000, 2),
+            (7, 1 << 40, 4),
+            (1 << 20, u64::MAX, 1),
+        ] {
+            let histogram = Histogram::<u8>::new_with_bounds(lowest, highest, digits as u8)
+                .expect("valid bounds");
+            assert_eq!(
+                counts_len(lowest, highest, digits),
+                histogram.distinct_values() as u64,
+                "{lowest}..={highest} at {digits} digits"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_histogram_decodes_and_a_broken_header_is_named() {
+        // 100 empty counters, then a count of 5 (zig-zag varints).
+        let payload = [199, 1, 10];
+        let histogram = decode(&v2(3, 3, 60_000_000, &payload)).expect("valid");
+        assert_eq!((histogram.len(), histogram.max()), (5, 100));
+
+        let err = decode(&v2(u32::MAX, 3, 60_000_000, &payload)).expect_err("4 GiB claimed");
+        assert!(
+            err.contains("4294967295 bytes of counts claimed, 3 present"),
+            "{err}"
+        );
+        let err = decode(&v2(3, 5, u64::MAX, &payload)).expect_err("50 MiB of counters");
+        assert!(err.contains("needs 6291456 counters"), "{err}");
+        let mut min = vec![0xff; 9];
+        min.extend(payload);
+        let err = decode(&v2(12, 3, 60_000_000, &min)).expect_err("i64::MIN");
+        assert!(err.contains("-2^63"), "{err}");
+        let err = decode(&v2(3, 3, 60_000_000, &payload)[..30]).expect_err("cut");
+        assert!(err.contains("cut short"), "{err}");
+    }
 }

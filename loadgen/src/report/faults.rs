@@ -36,10 +36,11 @@ pub(super) fn fault_bands(run: &SavedRun) -> Vec<(f64, f64, String)> {
 
 /// The section, or nothing when no measurement had faults.
 pub(super) fn section(run: &SavedRun) -> String {
-    let any = run
-        .variants
-        .iter()
-        .any(|v| saved::measurements_of(&v.summary).iter().any(|m| !m.faults.is_empty()));
+    let any = run.variants.iter().any(|v| {
+        saved::measurements_of(&v.summary)
+            .iter()
+            .any(|m| !m.faults.is_empty())
+    });
     if !any {
         return String::new();
     }
@@ -75,8 +76,8 @@ pub(super) fn section(run: &SavedRun) -> String {
          red on the time charts). Errors <em>during</em> completed in the 1 s intervals from the \
          fault's start to its end; <em>after</em>, in the intervals after it until the recovery \
          (\"no response\" = connection error or timeout). Recovered: the first 1 s interval, from \
-         the one the fault ended in, with successes, no failure, and a p99 at most {}× the p99 \
-         before the first fault; time to recover runs from the fault's start to that interval \
+         the one the fault ended in, with successes, no failure, and a p99 at most {}× the pre-fault \
+         p99 (the median of the 1 s intervals' p99s before the first fault); time to recover runs from the fault's start to that interval \
          (1 s resolution, never less than the fault's own length).</p>",
         faults::recovery::RECOVERED_P99_FACTOR
     );

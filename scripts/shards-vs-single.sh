@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Does sharding change the figures? One served reference API; ROUNDS rounds, each running the
+# same scenario as one process, then as 2 shards, then as 4 (merged), interleaved so drift on a
+# shared machine hits every configuration alike. Prints requests, p50 and p99 of each, and each
+# sharded median against the single process's. Loopback only; bounded by the scenario.
+#
+#   scripts/shards-vs-single.sh                  # 3 rounds of scenarios/distributed.toml
+#   ROUNDS=2 SCENARIO=my.toml scripts/shards-vs-single.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RELEASE=${RELEASE:-target/release}
+APIBENCH=$RELEASE/apibench
+SCENARIO=${SCENARIO:-scenarios/distributed.toml}
+ROUNDS=${ROUNDS:-3}
+COUNTS=${COUNTS:-"1 2 4"}
+OUT=${OUT:-reports/$(date -u +%Y%m%dT%H%M%SZ)-shards-vs-single}
+
+work=$(mktemp -d)
+serve_pid=
+cleanup() {
+  set +e
+  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+mkfifo "$work/hold"
+"$APIBENCH" serve "$SCENARIO" --url-file "$work/url" --log "$work/target.log" \
+  --exit-with-stdin < "$work/hold" &
+serve_pid=$!
+exec 9> "$work/hold"
+for _ in $(seq 1 120); do
+  [ -s "$work/url" ] && break
+  kill -0 "$serve_pid" 2>/dev/null || { echo "apibench serve failed" >&2; exit 3; }
+  sleep 0.5
+done
+url=$(cat "$work/url")
+echo "==> target $url"
+mkdir -p "$OUT"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for n in $COUNTS; do
+    dir=$OUT/round-$round/n$n
+    if [ "$n" = 1 ]; then
+      "$APIBENCH" run "$SCENARIO" --target-url "$url" --out "$dir" --quiet > "$dir.log" 2>&1 \
+        || { cat "$dir.log" >&2; exit 3; }
+    else
+      start_at=$(date -u -d '+4 seconds' +%Y-%m-%dT%H:%M:%SZ)
+      pids=()
+      for i in $(seq 0 $((n - 1))); do
+        "$APIBENCH" run "$SCENARIO" --target-url "$url" --shard "$i/$n" --start-at "$start_at" \
+          --out "$dir-shard-$i" --quiet > "$dir-shard-$i.log" 2>&1 &
+        pids+=($!)
+      done
+      for p in "${pids[@]}"; do wait "$p" || { echo "a shard failed (see $dir-shard-*.log)" >&2; exit 3; }; done
+      "$APIBENCH" merge "$dir" $(for i in $(seq 0 $((n - 1))); do echo "$dir-shard-$i"; done) > "$dir.log"
+    fi
+    echo "round $round, $n process(es): $dir"
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" $COUNTS <<'EOF'
+import json, statistics, sys
+out, rounds, counts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rows = {}
+for n in counts:
+    for r in range(1, rounds + 1):
+        s = json.load(open(f"{out}/round-{r}/n{n}/summary.json"))
+        m = s["variants"][0]["repetitions"][0]
+        rows.setdefault(n, []).append((m["requests"], m["latency_us"]["p50"], m["latency_us"]["p99"], m["verdict"]))
+print(f"{'processes':>9} {'requests (each round)':>28} {'p50 µs (each)':>22} {'p99 µs (each)':>26} {'median p50':>10} {'median p99':>10}")
+base = None
+for n in counts:
+    reqs = [r[0] for r in rows[n]]; p50 = [r[1] for r in rows[n]]; p99 = [r[2] for r in rows[n]]
+    med = (statistics.median(p50), statistics.median(p99))
+    base = base or med
+    ratio = f"  ×{med[0] / base[0]:.2f} / ×{med[1] / base[1]:.2f} of one process" if n != counts[0] else ""
+    print(f"{n:>9} {str(reqs):>28} {str(p50):>22} {str(p99):>26} {med[0]:>10.0f} {med[1]:>10.0f}{ratio}  {','.join(sorted(set(r[3] for r in rows[n])))}")
+EOF
