@@ -24,10 +24,12 @@ SCHEMA_TARGETS=${SCHEMA_TARGETS:-rust node}
 STARTUP_SECONDS=60
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/apibench-test-schema.XXXXXX")
-pids=()
+pids=()     # the servers
+checking="" # schemathesis while it runs
 
 stop_servers() {
   local pid waited
+  [ -z "$checking" ] || pids+=("$checking") # a schemathesis still running
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     # Both stop gracefully on SIGTERM within a second or two; never hang here.
@@ -91,8 +93,14 @@ check() {
     --generation-database none --no-color --warnings off)
   [ -z "$SCHEMA_SEED" ] || args+=(--seed "$SCHEMA_SEED")
   echo "test-schema: schemathesis against the $name server ($url)" >&2
-  # From the scratch directory: schemathesis and hypothesis keep caches in the working one.
-  if ! (cd "$work" && "$SCHEMATHESIS" "${args[@]}"); then
+  # From the scratch directory: schemathesis and hypothesis keep caches in the working one. In
+  # the background + `wait`, so that a signal to this script is handled at once, not after it.
+  (cd "$work" && exec "$SCHEMATHESIS" "${args[@]}") &
+  checking=$!
+  local status=0
+  wait "$checking" || status=$?
+  checking=""
+  if [ "$status" -ne 0 ]; then
     echo "test-schema: schemathesis found failures in the $name server; the end of its log:" >&2
     tail -n 40 "$log" >&2
     return 1

@@ -25,8 +25,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::config::{Knobs, PostsStrategy};
 use crate::error::ApiError;
@@ -133,22 +134,25 @@ impl Db {
     /// Waiting for the connection is bounded by the pool (`pool_acquire_timeout_ms`, then
     /// `PoolTimedOut` → 503). The statement is bounded by the server's `statement_timeout`
     /// (error 57014 → 503, connection reused) and, should no answer come at all, by
-    /// `query_timeout + QUERY_TIMEOUT_GRACE` here. In that last case the statement's future is
-    /// dropped mid-flight and the connection still owes a reply; sqlx would return it to the pool
-    /// by pinging it first, and that ping waits for the owed reply — forever on a paused server,
-    /// holding a pool slot all along. So the connection is closed instead (its slot is free at
-    /// once, a fresh connection replaces it when the server is back).
+    /// `query_timeout + QUERY_TIMEOUT_GRACE` here. A statement abandoned mid-flight — that bound,
+    /// or the request dropped because its client went away — leaves a connection that still
+    /// owes a reply, and is closed ([`Lease`]).
     async fn run<T>(
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, ApiError> {
         self.queries_issued.fetch_add(1, Ordering::Relaxed);
-        let mut connection = self.pool.acquire().await?;
+        let mut lease = Lease {
+            connection: self.pool.acquire().await?,
+            completed: false,
+        };
         let bound = self.query_timeout + QUERY_TIMEOUT_GRACE;
-        match tokio::time::timeout(bound, statement(&mut connection)).await {
-            Ok(result) => Ok(result?),
+        match tokio::time::timeout(bound, statement(&mut lease.connection)).await {
+            Ok(result) => {
+                lease.completed = true;
+                Ok(result?)
+            }
             Err(_elapsed) => {
-                connection.close_on_drop();
                 let silence = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
@@ -158,6 +162,26 @@ impl Db {
                 );
                 Err(ApiError::Unavailable(sqlx::Error::Io(silence)))
             }
+        }
+    }
+}
+
+/// A pooled connection for one statement; closed instead of returned to the pool unless the
+/// statement ran to its end (with a result or an error).
+///
+/// Dropped mid-statement, a connection still owes a reply. sqlx would return it to the pool by
+/// pinging it first, and that ping waits for the owed reply — forever on a paused server or a
+/// stalled session, holding a pool slot all along. Closed, its slot is free at once and a fresh
+/// connection replaces it when one is needed.
+struct Lease {
+    connection: PoolConnection<Postgres>,
+    completed: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.connection.close_on_drop();
         }
     }
 }

@@ -6,10 +6,10 @@
 //!
 //! The drain has no deadline of its own and needs none: every database call a request makes is
 //! bounded (`pool_acquire_timeout_ms`, `query_timeout_ms`, see [`crate::db`]), so even with the
-//! database gone every in-flight request ends, with its normal status or a 503. Only closing the
-//! pool afterwards is bounded ([`POOL_CLOSE_PATIENCE`]): a connection whose request was dropped
-//! mid-statement (the client went away) is pinged before it counts as returned, and a server
-//! that answers nothing would keep that ping — and the exit — waiting.
+//! database gone every in-flight request ends, with its normal status or a 503. Closing the pool
+//! afterwards is bounded too ([`POOL_CLOSE_PATIENCE`]) as a last guard: `pool.close()` waits for
+//! every connection to come back, and one that waits on a server answering nothing must not keep
+//! the process from exiting.
 //! `api/tests/faults.rs` checks the drain on the real binary.
 
 use std::time::Duration;

@@ -13,8 +13,9 @@
 //!   — never a hang; after SIGCONT the right rows come back (no connection was returned to the
 //!   pool owing a reply).
 //! - one stalled session (only its backend stopped): the request on it is a 503 after the query
-//!   timeout and its pool slot comes back at once (the connection is closed, not pinged until
-//!   the stall ends), so the next request is served on a new session.
+//!   timeout — or is dropped when its client gives up first — and its pool slot comes back at
+//!   once (the connection is closed, not pinged until the stall ends), so the next request is
+//!   served on a new session.
 //! - `pg_terminate_backend` of every session: replaced without a single failed request when
 //!   connections are tested before use, within a few requests when they are not.
 //! - pool exhausted by a slow statement (a table lock held from the test): `503` + `Retry-After`
@@ -639,6 +640,39 @@ async fn a_stalled_session_gives_its_pool_slot_back() {
         "stalled session: 503 after {:?}, next request served in {:?} on a new session",
         timed_out.elapsed, next.elapsed
     );
+
+    // The same when the request is abandoned by its client before any timeout: the server drops
+    // the request, and the connection it held mid-statement is closed, not pinged back.
+    api.settle().await;
+    let serving: Vec<i32> = database
+        .backends(&mut observer)
+        .await
+        .into_iter()
+        .filter(|pid| *pid != stalled)
+        .collect();
+    let [serving] = serving[..] else {
+        panic!("expected one new session besides the stalled one, found {serving:?}");
+    };
+    let _paused_too = Paused::freeze_pids(vec![u32::try_from(serving).expect("a pid")]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("building an HTTP client");
+    let abandoned = impatient
+        .get(format!("{}/api/users/{user_id}", api.base))
+        .send()
+        .await;
+    assert!(
+        abandoned.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "the stalled request was answered: {abandoned:?}"
+    );
+    drop(impatient);
+    let (served_after, unavailable) = until_served(&api, user_id, Duration::from_secs(5)).await;
+    assert_eq!(
+        unavailable, 0,
+        "the abandoned request kept the pool's only slot"
+    );
+    eprintln!("stalled session, client gone after 300 ms: next request served in {served_after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,22 +108,19 @@ fn cells(row: &str) -> Vec<String> {
     cells
 }
 
-/// The body rows (header and separator skipped) of the first table after the `## {heading}`
-/// line.
+/// The body rows (header and separator skipped) of the first table in the section that opens
+/// with the line `## {heading}…`.
 fn table_after(markdown: &str, heading: &str) -> Vec<Vec<String>> {
     let wanted = format!("## {heading}");
-    let mut lines = markdown
+    let mut rows: Vec<Vec<String>> = markdown
         .lines()
-        .skip_while(|line| !line.trim().starts_with(&wanted))
+        .skip_while(|line| !line.starts_with(&wanted))
         .skip(1)
-        .skip_while(|line| !line.trim_start().starts_with('|'));
-    let mut rows = Vec::new();
-    for line in lines.by_ref() {
-        if !line.trim_start().starts_with('|') {
-            break;
-        }
-        rows.push(cells(line));
-    }
+        .take_while(|line| !line.starts_with("## "))
+        .skip_while(|line| !line.trim_start().starts_with('|'))
+        .take_while(|line| line.trim_start().starts_with('|'))
+        .map(cells)
+        .collect();
     assert!(
         rows.len() > 2,
         "docs/CONTRACT.md: no table under `{wanted}`"

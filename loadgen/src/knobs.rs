@@ -23,6 +23,7 @@ pub const KNOBS: &[(&str, KnobKind)] = &[
     ("pool_min", KnobKind::IntAtLeast(0)),
     ("pool_acquire_timeout_ms", KnobKind::IntAtLeast(1)),
     ("test_before_acquire", KnobKind::Bool),
+    ("query_timeout_ms", KnobKind::IntAtLeast(1)),
     ("gzip", KnobKind::Bool),
     ("cache_headers", KnobKind::Bool),
     ("cache_max_age_secs", KnobKind::IntAtLeast(0)),

@@ -338,11 +338,8 @@ fn merge_hlogs(
     let mut pending: BTreeMap<(Duration, Option<String>), LoggedInterval> = BTreeMap::new();
     let mut ready: Vec<LoggedInterval> = Vec::new();
     let mut written = 0u64;
-    loop {
-        // Pull from the log that is furthest behind, so all advance together.
-        let Some(walker) = walkers.iter_mut().filter(|w| !w.4).min_by_key(|w| w.3) else {
-            break;
-        };
+    // Pull from the log that is furthest behind, so all advance together.
+    while let Some(walker) = walkers.iter_mut().filter(|w| !w.4).min_by_key(|w| w.3) {
         match walker.1.next() {
             None => walker.4 = true,
             Some(Err(e)) => return Err(bad(walker.0, e)),

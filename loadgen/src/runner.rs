@@ -307,6 +307,16 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     let repeat = opts.repeat.max(1);
     let shard = opts.shard.unwrap_or(ShardSlice::WHOLE);
     let start_at = plan_start(&opts, &mut scenario, &variants)?;
+    // Faults that stop or restart PostgreSQL need a cluster apibench owns: refused before
+    // anything is provisioned (the scenario's own url targets were refused when it was parsed).
+    crate::faults::check_before_provisioning(&scenario.faults, opts.database_url.as_deref())?;
+    if !scenario.faults.is_empty() && opts.target_url.is_some() {
+        return Err(RunError::BadInput(format!(
+            "{}: [[faults]] act on the target and the database apibench started; with \
+             --target-url there is neither (drop --target-url, or run without faults)",
+            scenario.path.display()
+        )));
+    }
     let started_at = now_rfc3339();
     let out_dir = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!(
@@ -368,7 +378,14 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     let databases = if variants.iter().any(|v| v.target.needs_database()) {
         tracing::info!("provisioning Postgres and seeding {:?}", scenario.data);
         let prepared = tokio::select! {
-            prepared = Databases::prepare(opts.database_url.as_deref(), &scenario.data, &nonce) => Some(prepared?),
+            prepared = Databases::prepare_with(
+                crate::database::provision_for(
+                    opts.database_url.as_deref(),
+                    crate::faults::need_own_cluster(&scenario.faults),
+                ),
+                &scenario.data,
+                &nonce,
+            ) => Some(prepared?),
             _ = cancel_db.wait_for(|c| *c) => None,
         };
         if let Some(db) = &prepared {

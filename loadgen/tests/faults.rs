@@ -118,6 +118,15 @@ fn a_fault_must_end_before_the_load_does() {
     let e =
         error_of(&(BASE.to_string() + "[[faults]]\nat = \"soon\"\naction = \"pg_terminate\"\n"));
     assert_names(&e, 12, "faults.at", "not a duration");
+    // Absurd values are an error, never an overflow.
+    let huge = "18446744073709551615ms";
+    let e = error_of(
+        &(BASE.to_string()
+            + &format!(
+                "[[faults]]\nat = \"{huge}\"\naction = \"pg_pause\"\nduration = \"{huge}\"\n"
+            )),
+    );
+    assert_names(&e, 12, "faults.at", "must end before the load does");
 }
 
 #[test]

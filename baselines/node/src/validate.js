@@ -8,6 +8,19 @@ const { badRequest, validationFailed, unprocessable } = require('./errors');
 
 const I64_MAX = 2n ** 63n - 1n;
 
+// Rust's `str::trim`: leading and trailing Unicode White_Space. JavaScript's trim() differs on
+// two characters (it keeps U+0085 NEL and strips U+FEFF BOM), which made the servers disagree on
+// names, emails, `ids` and `limit`; every trim here is this one.
+// (A loop, not one regex: `\p{White_Space}+$` backtracks quadratically on long inner runs.)
+const WHITE_SPACE = /^\p{White_Space}$/u; // every such character is in the BMP
+function trimWhiteSpace(s) {
+  let start = 0;
+  let end = s.length;
+  while (start < end && WHITE_SPACE.test(s[start])) start++;
+  while (end > start && WHITE_SPACE.test(s[end - 1])) end--;
+  return s.slice(start, end);
+}
+
 // A positive integer that fits an i64, written in ASCII digits only (no sign, spaces, exponent),
 // as the Rust API's `parse_positive_id`. Returns the decimal string (pg takes it as a BIGINT
 // parameter without a round trip through a JS number) or null.
@@ -42,7 +55,7 @@ function parseIds(raw) {
   if (parts.length > MAX_IDS) throw badRequest(IDS_MESSAGE);
   const ids = new Set();
   for (const p of parts) {
-    const id = parsePositiveI64(p.trim());
+    const id = parsePositiveI64(trimWhiteSpace(p));
     if (id === null) throw badRequest(IDS_MESSAGE);
     ids.add(id);
   }
@@ -53,7 +66,7 @@ function parseIds(raw) {
 function parseLimit(raw) {
   raw = singleQueryValue(raw, 'limit');
   if (raw === undefined) return 20;
-  const n = parsePositiveI64(typeof raw === 'string' ? raw.trim() : undefined);
+  const n = parsePositiveI64(typeof raw === 'string' ? trimWhiteSpace(raw) : undefined);
   if (n !== null && BigInt(n) <= 100n) return Number(n);
   throw badRequest('limit must be an integer from 1 to 100');
 }
@@ -232,14 +245,14 @@ function validateNewUser(body, text) {
   const name = stringField(body, 'name');
   const fields = {};
   if (email === undefined) fields.email = REQUIRED;
-  else if (!isValidEmail(email.trim())) fields.email = MESSAGES.email;
+  else if (!isValidEmail(trimWhiteSpace(email))) fields.email = MESSAGES.email;
   if (password === undefined) fields.password = REQUIRED;
   else if (!lengthOk(password, 8, 128)) fields.password = MESSAGES.password;
   if (name === undefined) fields.name = REQUIRED;
-  else if (!lengthOk(name.trim(), 1, 100)) fields.name = MESSAGES.name;
+  else if (!lengthOk(trimWhiteSpace(name), 1, 100)) fields.name = MESSAGES.name;
   else if (hasNul(name)) fields.name = NUL_MESSAGE;
   failIfAny(fields);
-  return { email: email.trim().toLowerCase(), password, name: name.trim() };
+  return { email: trimWhiteSpace(email).toLowerCase(), password, name: trimWhiteSpace(name) };
 }
 
 // → {author_id (number), title, body}
@@ -277,4 +290,5 @@ module.exports = {
   sortedFields,
   topLevelMembers,
   MAX_IDS,
+  trimWhiteSpace,
 };

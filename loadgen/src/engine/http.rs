@@ -293,6 +293,17 @@ pub enum ExchangeError {
     Connect(std::io::Error),
     #[error("{0}")]
     Http(hyper::Error),
+    #[error("the server closed a new connection before the request could be sent")]
+    Closed,
+}
+
+/// Whether a connection can take the next request.
+enum Readiness {
+    Ready,
+    /// The connection future ended (an idle keep-alive connection the server closed): its
+    /// sender would never become ready.
+    Closed,
+    Failed(hyper::Error),
 }
 
 /// What one exchange produced: the status, or why it failed.
@@ -320,15 +331,35 @@ pub async fn exchange(
         // Ready: the previous response was fully processed (the driver must run for that).
         let ready = poll_fn(|cx| {
             conn.drive(cx);
-            conn.sender.poll_ready(cx)
+            if conn.closed {
+                return Poll::Ready(Readiness::Closed);
+            }
+            conn.sender.poll_ready(cx).map(|r| match r {
+                Ok(()) => Readiness::Ready,
+                Err(e) => Readiness::Failed(e),
+            })
         })
         .await;
-        if let Err(e) = ready {
-            *connection = None;
-            if fresh {
-                return Err(ExchangeError::Http(e));
+        match ready {
+            Readiness::Ready => {}
+            // A connection that ended while idle: the request was never written, so it goes
+            // out anew on a fresh connection (once: a fresh one that fails is the request's
+            // error).
+            Readiness::Closed if !fresh => {
+                *connection = None;
+                continue;
             }
-            continue;
+            Readiness::Closed => {
+                *connection = None;
+                return Err(ExchangeError::Closed);
+            }
+            Readiness::Failed(e) => {
+                *connection = None;
+                if fresh {
+                    return Err(ExchangeError::Http(e));
+                }
+                continue;
+            }
         }
         let mut response = pin!(conn.sender.try_send_request(request));
         let response = poll_fn(|cx| {
@@ -382,6 +413,7 @@ mod tests {
     use crate::template::SharedTemplateState;
     use std::collections::BTreeMap;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn spec(path: &str, body: Option<&str>) -> RequestSpec {
         RequestSpec {
@@ -463,6 +495,68 @@ mod tests {
         s.headers.insert("bad header".into(), "x".into());
         let error = PreparedRequest::new(&s, &endpoint(""), None).expect_err("rejected");
         assert!(error.to_string().contains("bad header"), "{error}");
+    }
+
+    /// A server that answers one keep-alive request per connection, then closes it 20 ms later
+    /// (like a server's idle timeout, or a target restarted under load).
+    async fn closes_idle_connections() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    if socket.read(&mut buffer).await.unwrap_or(0) > 0 {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_the_server_closed_is_replaced_not_waited_on() {
+        let base = closes_idle_connections().await;
+        let endpoint = Endpoint::resolve(&base).await.expect("endpoint");
+        let prepared = PreparedRequest::new(&spec("/", None), &endpoint, None).expect("request");
+        let mut connection = None;
+        let mut ctx = RenderContext::new(
+            1,
+            0,
+            Arc::new(SharedTemplateState {
+                users: 1,
+                posts: 1,
+                run_nonce: "t".into(),
+                seq: 1.into(),
+                seq_step: 1,
+            }),
+        );
+        let mut buffers = RenderBuffers::new();
+        for attempt in 0..3 {
+            let request = prepared
+                .build(&endpoint, &mut buffers, &mut ctx)
+                .expect("builds");
+            let mut headers_at = None;
+            // Before the fix the second exchange waited on the dead connection until the
+            // caller's timeout; bounded here so a regression fails instead of hanging.
+            let status = tokio::time::timeout(
+                Duration::from_secs(5),
+                exchange(&mut connection, &endpoint, request, &mut headers_at),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("exchange {attempt} hung on a closed connection"))
+            .expect("answered");
+            assert_eq!(status, 200);
+            // Let the server close the idle connection.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
     }
 
     #[tokio::test]

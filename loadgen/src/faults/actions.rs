@@ -77,7 +77,7 @@ async fn inject_all(
     let start = schedule_start(&clock.schedule_start).await;
     let since_start = || micros(start.elapsed());
     for (fault, slot) in faults.iter().zip(injections.iter_mut()) {
-        let due = clock.warmup + fault.at;
+        let due = clock.warmup.saturating_add(fault.at);
         if due >= clock.end {
             // `apibench run --duration` made the load shorter than the scenario's faults.
             return;

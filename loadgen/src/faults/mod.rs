@@ -111,7 +111,8 @@ pub struct FaultSpec {
 impl FaultSpec {
     /// When the fault's own window ends, from the end of the warm-up (`at` for single steps).
     pub fn planned_end(&self) -> Duration {
-        self.at + self.duration.unwrap_or(Duration::ZERO)
+        self.at
+            .saturating_add(self.duration.unwrap_or(Duration::ZERO))
     }
 
     fn error(&self, message: String) -> ScenarioError {

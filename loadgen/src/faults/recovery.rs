@@ -172,7 +172,7 @@ pub fn assess_timeline(
                 }
                 _ => "not recovered before the end of the load".to_string(),
             });
-            let recovered_at_us = recovered.map(|k| k * US_PER_S);
+            let recovered_at_us = recovered.map(|k| k.saturating_mul(US_PER_S));
             Recovery {
                 during: timeline.tally(first..last + 1),
                 after: timeline.tally(last + 1..after_end),

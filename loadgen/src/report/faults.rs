@@ -48,7 +48,7 @@ pub(super) fn section(run: &SavedRun) -> String {
         "<section id=\"faults\">\n<h2>Faults and recovery</h2>\n<div class=\"scroll\"><table>\n\
          <tr><th>variant</th><th class=\"left\">fault</th><th class=\"left\">injection</th>\
          <th>errors during</th><th>errors after</th><th>time to recover</th>\
-         <th>p99 before</th><th>p99 while recovering</th></tr>\n",
+         <th>pre-fault p99</th><th>p99 while recovering</th></tr>\n",
     );
     for (i, variant) in run.variants.iter().enumerate() {
         let measurements = saved::measurements_of(&variant.summary);
