@@ -23,10 +23,10 @@ TAG=abd$$
 
 work=$(mktemp -d)
 namespaces=()
-serve_pid=
+. scripts/lib/serve.sh
 cleanup() {
   set +e
-  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+  stop_serve
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; ip link del "$ns-h" 2>/dev/null; done
   rm -rf "$work"
 }
@@ -58,18 +58,7 @@ else
 fi
 
 # 1. The target, seeded, until this script ends (stdin held open by the fifo's writer).
-mkfifo "$work/hold"
-"$APIBENCH" serve "$SCENARIO" --listen-host "$host" --url-file "$work/url" \
-  --log "$work/target.log" --exit-with-stdin < "$work/hold" &
-serve_pid=$!
-exec 9> "$work/hold"
-for _ in $(seq 1 120); do
-  [ -s "$work/url" ] && break
-  kill -0 "$serve_pid" 2>/dev/null || { echo "apibench serve failed" >&2; exit 3; }
-  sleep 0.5
-done
-[ -s "$work/url" ] || { echo "the target did not come up in 60 s" >&2; exit 3; }
-url=$(cat "$work/url")
+start_serve "$work" "$APIBENCH" serve "$SCENARIO" --listen-host "$host" || exit 3
 
 # 2. The shards, all starting the schedule at the same instant.
 start_at=$(date -u -d '+6 seconds' +%Y-%m-%dT%H:%M:%SZ)

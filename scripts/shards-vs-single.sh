@@ -6,6 +6,10 @@
 #
 #   scripts/shards-vs-single.sh                  # 3 rounds of scenarios/distributed.toml
 #   ROUNDS=2 SCENARIO=my.toml scripts/shards-vs-single.sh
+#
+# With 2+ CPUs the served API and its PostgreSQL are pinned to SERVER_CPUS (default: CPU 0) and
+# every generator process to GEN_CPUS (default: the other CPUs), so a configuration with more
+# generator processes does not take CPU from the server it measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,41 +19,43 @@ SCENARIO=${SCENARIO:-scenarios/distributed.toml}
 ROUNDS=${ROUNDS:-3}
 COUNTS=${COUNTS:-"1 2 4"}
 OUT=${OUT:-reports/$(date -u +%Y%m%dT%H%M%SZ)-shards-vs-single}
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+  SERVER_CPUS=${SERVER_CPUS:-0}
+  GEN_CPUS=${GEN_CPUS:-1-$((cpus - 1))}
+  on_server=(taskset -c "$SERVER_CPUS")
+  on_generator=(taskset -c "$GEN_CPUS")
+  echo "==> the API and PostgreSQL on CPU $SERVER_CPUS, the generator processes on CPU $GEN_CPUS"
+else
+  on_server=()
+  on_generator=()
+fi
 
 work=$(mktemp -d)
-serve_pid=
+. scripts/lib/serve.sh
 cleanup() {
   set +e
-  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+  stop_serve
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-mkfifo "$work/hold"
-"$APIBENCH" serve "$SCENARIO" --url-file "$work/url" --log "$work/target.log" \
-  --exit-with-stdin < "$work/hold" &
-serve_pid=$!
-exec 9> "$work/hold"
-for _ in $(seq 1 120); do
-  [ -s "$work/url" ] && break
-  kill -0 "$serve_pid" 2>/dev/null || { echo "apibench serve failed" >&2; exit 3; }
-  sleep 0.5
-done
-url=$(cat "$work/url")
+start_serve "$work" "${on_server[@]}" "$APIBENCH" serve "$SCENARIO" || exit 3
 echo "==> target $url"
 mkdir -p "$OUT"
 
 for round in $(seq 1 "$ROUNDS"); do
   for n in $COUNTS; do
     dir=$OUT/round-$round/n$n
+    mkdir -p "$OUT/round-$round"
     if [ "$n" = 1 ]; then
-      "$APIBENCH" run "$SCENARIO" --target-url "$url" --out "$dir" --quiet > "$dir.log" 2>&1 \
+      "${on_generator[@]}" "$APIBENCH" run "$SCENARIO" --target-url "$url" --out "$dir" --quiet > "$dir.log" 2>&1 \
         || { cat "$dir.log" >&2; exit 3; }
     else
       start_at=$(date -u -d '+4 seconds' +%Y-%m-%dT%H:%M:%SZ)
       pids=()
       for i in $(seq 0 $((n - 1))); do
-        "$APIBENCH" run "$SCENARIO" --target-url "$url" --shard "$i/$n" --start-at "$start_at" \
+        "${on_generator[@]}" "$APIBENCH" run "$SCENARIO" --target-url "$url" --shard "$i/$n" --start-at "$start_at" \
           --out "$dir-shard-$i" --quiet > "$dir-shard-$i.log" 2>&1 &
         pids+=($!)
       done

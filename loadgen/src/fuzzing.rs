@@ -26,7 +26,7 @@ pub fn run(name: &str, data: &[u8]) -> Option<Result<(), String>> {
     Some(entry(data))
 }
 
-/// Scenario files are read as UTF-8 ([`scenario::load`]), then parsed and validated.
+/// Scenario files are read as UTF-8 ([`crate::scenario::load`]), then parsed and validated.
 pub fn scenario(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
     crate::scenario::parse(text, Path::new("fuzz.toml"))

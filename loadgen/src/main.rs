@@ -42,11 +42,11 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let already = AtomicBool::new(false);
     ctrlc::set_handler(move || {
         if already.swap(true, Ordering::SeqCst) {
-            eprintln!("apibench: second Ctrl-C, killing targets and exiting");
+            eprintln!("apibench: interrupted again, killing targets and exiting");
             loadgen::target::kill_all_now();
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
-        eprintln!("apibench: Ctrl-C, stopping the load and writing partial results…");
+        eprintln!("apibench: interrupted (Ctrl-C or SIGTERM), stopping the load and writing partial results…");
         let _ = cancel_tx.send(true);
     })
     .context("installing the Ctrl-C handler")?;

@@ -338,6 +338,8 @@ fn merge_hlogs(
     let mut pending: BTreeMap<(Duration, Option<String>), LoggedInterval> = BTreeMap::new();
     let mut ready: Vec<LoggedInterval> = Vec::new();
     let mut written = 0u64;
+    // The header goes out with the first block only.
+    let mut header = Some((reference, comment));
     // Pull from the log that is furthest behind, so all advance together.
     while let Some(walker) = walkers.iter_mut().filter(|w| !w.4).min_by_key(|w| w.3) {
         match walker.1.next() {
@@ -375,25 +377,11 @@ fn merge_hlogs(
             ready.push(entry.remove());
         }
         if ready.len() >= 64 {
-            written += write_ready(
-                &mut writer,
-                &mut ready,
-                reference,
-                comment,
-                written == 0,
-                out,
-            )?;
+            written += write_ready(&mut writer, &mut ready, &mut header, out)?;
         }
     }
     ready.extend(pending.into_values());
-    written += write_ready(
-        &mut writer,
-        &mut ready,
-        reference,
-        comment,
-        written == 0,
-        out,
-    )?;
+    written += write_ready(&mut writer, &mut ready, &mut header, out)?;
     writer.flush().map_err(|source| MergeError::Write {
         path: out.to_path_buf(),
         source,
@@ -401,25 +389,25 @@ fn merge_hlogs(
     Ok(written)
 }
 
-/// Writes `ready` (the header first when `first`) and empties it.
+/// Writes `ready` (preceded by the log's header while `header` still holds it) and empties it.
 fn write_ready(
     writer: &mut impl std::io::Write,
     ready: &mut Vec<LoggedInterval>,
-    reference: SystemTime,
-    comment: &str,
-    first: bool,
+    header: &mut Option<(SystemTime, &str)>,
     out: &Path,
 ) -> Result<u64, MergeError> {
-    if ready.is_empty() && !first {
+    if ready.is_empty() && header.is_none() {
         return Ok(0);
     }
+    let write_error = |source| MergeError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    let first = header.is_some();
+    let (reference, comment) = header.take().unwrap_or((SystemTime::UNIX_EPOCH, ""));
     let mut buffer = Vec::new();
-    recorder::write_logged_intervals(&mut buffer, reference, comment, ready).map_err(|source| {
-        MergeError::Write {
-            path: out.to_path_buf(),
-            source,
-        }
-    })?;
+    recorder::write_logged_intervals(&mut buffer, reference, comment, ready)
+        .map_err(write_error)?;
     // After the first block, only the entries: skip the header lines (comments, StartTime,
     // BaseTime, the legend, the divisor).
     let body: &[u8] = if first {
@@ -435,10 +423,7 @@ fn write_ready(
             .sum();
         &buffer[skip.min(buffer.len())..]
     };
-    writer.write_all(body).map_err(|source| MergeError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    writer.write_all(body).map_err(write_error)?;
     let n = ready.len() as u64;
     ready.clear();
     Ok(n)

@@ -329,18 +329,8 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         RunError::BadInput(format!("cannot create --out {}: {e}", out_dir.display()))
     })?;
 
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let scenario_dir = scenario
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let target_env = TargetEnv {
-        api_bin: opts.api_bin.clone().unwrap_or_else(target::default_api_bin),
-        node_dir: target::find_node_dir(&[&cwd, &scenario_dir]),
-        search_root: cwd.clone(),
-        listen_host: None,
-    };
+    let target_env = TargetEnv::find(opts.api_bin.clone(), &scenario.path, None);
+    let cwd = target_env.search_root.clone();
     // Fail fast, before provisioning a database, when a target cannot start at all.
     for v in &variants {
         match v.target {
@@ -483,9 +473,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
             start_lead_ms: engine.as_ref().and_then(|e| e.start_lead_ms),
             first_send_late_us: engine.as_ref().and_then(|e| e.first_send_late_us),
             clock_offset_ms: engine.as_ref().and_then(|e| e.clock_offset_ms),
-            clock_offset_resolution_ms: engine
-                .as_ref()
-                .and_then(|e| e.clock_offset_resolution_ms),
+            clock_offset_resolution_ms: engine.as_ref().and_then(|e| e.clock_offset_resolution_ms),
         };
         write_json(&out_dir.join(shard::SHARD_FILE), &file)?;
     }

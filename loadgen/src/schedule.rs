@@ -457,10 +457,7 @@ mod tests {
 
     #[test]
     fn shards_together_send_exactly_the_whole_schedule() {
-        let whole = SchedulePlan::new(
-            Duration::from_secs(1),
-            &[stage(7.0, 3), stage(13.0, 2)],
-        );
+        let whole = SchedulePlan::new(Duration::from_secs(1), &[stage(7.0, 3), stage(13.0, 2)]);
         for count in 1..=5u32 {
             let mut dues: Vec<(Duration, bool)> = Vec::new();
             let mut warmup = 0;
@@ -479,9 +476,17 @@ mod tests {
             assert_eq!(dues.len() as u64, whole.total_slots(), "{count} shards");
             dues.sort();
             let expected: Vec<(Duration, bool)> = (0..whole.total_slots())
-                .map(|s| (whole.offset_of(s).expect("in range"), s < whole.warmup_slots()))
+                .map(|s| {
+                    (
+                        whole.offset_of(s).expect("in range"),
+                        s < whole.warmup_slots(),
+                    )
+                })
                 .collect();
-            assert_eq!(dues, expected, "{count} shards send the single-process schedule");
+            assert_eq!(
+                dues, expected,
+                "{count} shards send the single-process schedule"
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use crate::runner::RunError;
 use crate::scenario::{self, TargetSpec};
 use crate::target::{self, TargetEnv};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tokio::sync::watch;
 
 pub const SERVE_AFTER_HELP: &str = "\
@@ -87,18 +87,11 @@ pub async fn serve(args: &ServeArgs, mut cancel: watch::Receiver<bool>) -> Resul
             variant.name
         )));
     }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let scenario_dir = scenario
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let target_env = TargetEnv {
-        api_bin: args.api_bin.clone().unwrap_or_else(target::default_api_bin),
-        node_dir: target::find_node_dir(&[&cwd, &scenario_dir]),
-        search_root: cwd,
-        listen_host: args.listen_host.clone(),
-    };
+    let target_env = TargetEnv::find(
+        args.api_bin.clone(),
+        &scenario.path,
+        args.listen_host.clone(),
+    );
     let nonce = format!("{:08x}", rand::random::<u32>());
     let databases =
         Databases::prepare(args.database_url.as_deref(), &scenario.data, &nonce).await?;

@@ -101,6 +101,28 @@ pub struct TargetEnv {
     pub listen_host: Option<String>,
 }
 
+impl TargetEnv {
+    /// `api_bin` or the default one; the Node baseline searched from the working directory and
+    /// from the scenario file's folder.
+    pub fn find(
+        api_bin: Option<PathBuf>,
+        scenario_path: &Path,
+        listen_host: Option<String>,
+    ) -> TargetEnv {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let scenario_dir = scenario_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        TargetEnv {
+            api_bin: api_bin.unwrap_or_else(default_api_bin),
+            node_dir: find_node_dir(&[&cwd, &scenario_dir]),
+            search_root: cwd,
+            listen_host,
+        }
+    }
+}
+
 /// The default `api` binary: next to the running executable (target/{debug,release}/api).
 pub fn default_api_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();

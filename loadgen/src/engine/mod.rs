@@ -261,9 +261,9 @@ pub async fn run(
         })
         .collect();
     let schedule = Schedule::with_lanes(plan.schedule.clone(), threads);
-    let start_delay = plan
-        .start_at
-        .map_or(Duration::ZERO, |at| at.saturating_duration_since(Instant::now()));
+    let start_delay = plan.start_at.map_or(Duration::ZERO, |at| {
+        at.saturating_duration_since(Instant::now())
+    });
     if let Some(at) = plan.start_at {
         schedule.set_start(at);
     }

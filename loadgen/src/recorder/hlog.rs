@@ -31,16 +31,22 @@ impl Recording {
         comment: &str,
     ) -> std::io::Result<()> {
         let mut serializer = V2DeflateSerializer::new();
-        let mut builder = IntervalLogWriterBuilder::new();
-        builder
-            .add_comment(comment)
-            .add_comment(UNITS_COMMENT)
-            .with_start_time(started_at)
-            .with_base_time(started_at)
-            .with_max_value_divisor(MAX_VALUE_DIVISOR);
-        let mut writer = builder.begin_log_with(out, &mut serializer)?;
+        let mut writer = log_header(started_at, comment).begin_log_with(out, &mut serializer)?;
         write_entries(&mut writer, self.intervals.values())
     }
+}
+
+/// A whole log's header: the comment, the units, StartTime = BaseTime = `started_at`, the max
+/// column's divisor.
+fn log_header(started_at: SystemTime, comment: &str) -> IntervalLogWriterBuilder {
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(comment)
+        .add_comment(UNITS_COMMENT)
+        .with_start_time(started_at)
+        .with_base_time(started_at)
+        .with_max_value_divisor(MAX_VALUE_DIVISOR);
+    builder
 }
 
 /// Writes each interval's entries (untagged: successes' latency; `ttfb`, `errors` when any,
@@ -270,14 +276,7 @@ pub fn write_logged_intervals(
     intervals: &[LoggedInterval],
 ) -> std::io::Result<()> {
     let mut serializer = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder
-        .add_comment(comment)
-        .add_comment(UNITS_COMMENT)
-        .with_start_time(started_at)
-        .with_base_time(started_at)
-        .with_max_value_divisor(MAX_VALUE_DIVISOR);
-    let mut writer = builder.begin_log_with(out, &mut serializer)?;
+    let mut writer = log_header(started_at, comment).begin_log_with(out, &mut serializer)?;
     for interval in intervals {
         let tag = interval.tag.as_deref().and_then(Tag::new);
         writer

@@ -49,11 +49,11 @@ pub use hlog::{
     for_each_hlog_interval_tagged, hlog_intervals, hlog_start_time, read_hlog,
     write_logged_intervals,
 };
+use hlog::{base64_decode, decode_v2_histogram};
 pub use state::{
     EngineFigures, RECORDING_STATE_VERSION, RecordingState, RequestState, StateError,
     decode_histogram, encode_histogram,
 };
-use hlog::base64_decode;
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 //! Histograms are stored as HdrHistogram V2-deflate + base64 (the interval log's encoding), so a
 //! reader in any language with an HdrHistogram library can decode them.
 
-use super::{Recording, RequestRecording, base64_decode};
+use super::{Recording, RequestRecording, base64_decode, decode_v2_histogram};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
@@ -102,15 +102,14 @@ pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
     base64_encode(&bytes)
 }
 
-/// The inverse of [`encode_histogram`].
+/// The inverse of [`encode_histogram`], with the interval log's checks (a header that claims
+/// gigabytes, or a count that overflows, is an error, not an allocation or a panic).
 pub fn decode_histogram(field: &str, text: &str) -> Result<Histogram<u64>, StateError> {
     let raw = base64_decode(text);
-    Deserializer::new()
-        .deserialize(&mut raw.as_slice())
-        .map_err(|e| StateError::Histogram {
-            field: field.to_string(),
-            why: format!("{e:?}"),
-        })
+    decode_v2_histogram(&mut Deserializer::new(), &raw).map_err(|why| StateError::Histogram {
+        field: field.to_string(),
+        why,
+    })
 }
 
 impl RecordingState {
