@@ -66,21 +66,4 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT" "$ROUNDS" $COUNTS <<'EOF'
-import json, statistics, sys
-out, rounds, counts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-rows = {}
-for n in counts:
-    for r in range(1, rounds + 1):
-        s = json.load(open(f"{out}/round-{r}/n{n}/summary.json"))
-        m = s["variants"][0]["repetitions"][0]
-        rows.setdefault(n, []).append((m["requests"], m["latency_us"]["p50"], m["latency_us"]["p99"], m["verdict"]))
-print(f"{'processes':>9} {'requests (each round)':>28} {'p50 µs (each)':>22} {'p99 µs (each)':>26} {'median p50':>10} {'median p99':>10}")
-base = None
-for n in counts:
-    reqs = [r[0] for r in rows[n]]; p50 = [r[1] for r in rows[n]]; p99 = [r[2] for r in rows[n]]
-    med = (statistics.median(p50), statistics.median(p99))
-    base = base or med
-    ratio = f"  ×{med[0] / base[0]:.2f} / ×{med[1] / base[1]:.2f} of one process" if n != counts[0] else ""
-    print(f"{n:>9} {str(reqs):>28} {str(p50):>22} {str(p99):>26} {med[0]:>10.0f} {med[1]:>10.0f}{ratio}  {','.join(sorted(set(r[3] for r in rows[n])))}")
-EOF
+python3 scripts/lib/shards_table.py "$OUT" "$ROUNDS" $COUNTS

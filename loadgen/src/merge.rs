@@ -632,7 +632,11 @@ pub fn merge(
     let skews = shard::start_skews_ms(
         &shards
             .iter()
-            .map(|s| s.file.clock_offset_ms)
+            .map(|s| {
+                s.file
+                    .clock_offset_ms
+                    .map(|o| (o, s.file.clock_offset_resolution_ms.unwrap_or(0.0)))
+            })
             .collect::<Vec<_>>(),
     );
     let rows: Vec<ShardRow> = shards
@@ -653,7 +657,8 @@ pub fn merge(
             first_send_late_us: s.file.first_send_late_us,
             clock_offset_ms: s.file.clock_offset_ms,
             clock_offset_resolution_ms: s.file.clock_offset_resolution_ms,
-            start_skew_ms: skew,
+            start_skew_ms: skew.map(|k| k.0),
+            start_skew_resolution_ms: skew.map(|k| k.1),
         })
         .collect();
 

@@ -38,7 +38,7 @@ pub fn shard_table(shards: &[crate::shard::ShardRow]) -> String {
                 || "unknown".into(),
                 |k| format!(
                     "{k:.1} ± {:.1} ms",
-                    s.clock_offset_resolution_ms.unwrap_or(0.0)
+                    s.start_skew_resolution_ms.unwrap_or(0.0)
                 )
             ),
             s.verdict,

@@ -70,8 +70,10 @@ pub struct ShardRow {
     pub clock_offset_ms: Option<f64>,
     pub clock_offset_resolution_ms: Option<f64>,
     /// This shard's start relative to the earliest shard's, as the target's clock saw it (from
-    /// the clock offsets; ms).
+    /// the clock offsets; ms), and that figure's uncertainty (±, ms).
     pub start_skew_ms: Option<f64>,
+    #[serde(default)]
+    pub start_skew_resolution_ms: Option<f64>,
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -189,55 +191,116 @@ pub fn clock_offset_from(probes: &[DateProbe]) -> Option<(f64, f64)> {
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Estimates this host's clock against the target's by polling `base_url`'s `/` every ~2 ms
-/// until its `Date` header turns a second (at most ~1.3 s, a few hundred small requests): all
-/// shards measure against the same clock, so their offsets tell their start skew.
+/// Estimates this host's clock against the target's from its `Date` header turning a second —
+/// all shards measure against the same clock, so their offsets tell their start skew. First
+/// every ~10 ms until a flip (at most ~1.1 s), which places the target's second boundaries to
+/// ±10 ms; then, just before the next boundary, back to back for at most 40 ms: ± about half a
+/// round trip. About 150 small requests in ~2 s.
 pub async fn probe_clock_offset(base_url: &str) -> Option<(f64, f64)> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .ok()?;
     let url = format!("{}/", base_url.trim_end_matches('/'));
-    let mut probes: Vec<DateProbe> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_millis(1_300);
-    while std::time::Instant::now() < deadline {
-        let sent = SystemTime::now();
-        let response = client.get(&url).send().await.ok()?;
-        let received = SystemTime::now();
-        let date = response
-            .headers()
-            .get(http::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())?;
-        let probe = DateProbe {
+    let coarse = probe_until_flip(
+        &client,
+        &url,
+        Duration::from_millis(10),
+        Duration::from_millis(1_100),
+    )
+    .await?;
+    // The target's next second begins 1 s after the flip just seen: on this clock at
+    // (flip second + 1) + offset.
+    let (offset_ms, _) = coarse;
+    let next_flip = probe_date_secs(&client, &url).await?.0 + 1;
+    let next_flip_local =
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(next_flip as f64 + offset_ms / 1000.0);
+    let wake = next_flip_local - Duration::from_millis(15);
+    if let Ok(wait) = wake.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let fine = probe_until_flip(&client, &url, Duration::ZERO, Duration::from_millis(40)).await;
+    match fine {
+        Some(f) if f.1 < coarse.1 => Some(f),
+        _ => Some(coarse),
+    }
+}
+
+/// One probe: the `Date` second the target named, with the local send and receive times.
+async fn probe_date_secs(client: &reqwest::Client, url: &str) -> Option<(u64, DateProbe)> {
+    let sent = SystemTime::now();
+    let response = client.get(url).send().await.ok()?;
+    let received = SystemTime::now();
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())?;
+    let date_secs = u64::try_from(date.timestamp()).ok()?;
+    Some((
+        date_secs,
+        DateProbe {
             sent,
             received,
-            date_secs: u64::try_from(date.timestamp()).ok()?,
-        };
-        if probes
-            .last()
-            .is_some_and(|last| probe.date_secs == last.date_secs + 1)
+            date_secs,
+        },
+    ))
+}
+
+/// Probes every `every` (back to back when zero) for at most `budget`, until two consecutive
+/// answers straddle a flip of the target's second; the offset and its resolution.
+async fn probe_until_flip(
+    client: &reqwest::Client,
+    url: &str,
+    every: Duration,
+    budget: Duration,
+) -> Option<(f64, f64)> {
+    let deadline = std::time::Instant::now() + budget;
+    let mut last: Option<DateProbe> = None;
+    while std::time::Instant::now() < deadline {
+        let (_, probe) = probe_date_secs(client, url).await?;
+        if let Some(previous) = last
+            && probe.date_secs == previous.date_secs + 1
         {
-            probes.push(probe);
-            return clock_offset_from(&probes);
+            return clock_offset_from(&[previous, probe]);
         }
-        probes.push(probe);
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        last = Some(probe);
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
     }
     None
 }
 
-/// Start skews from clock offsets: each shard's start relative to the earliest, ms, on the
-/// target's clock (every shard began at `start_at` on its own clock; a clock ahead by d began d
-/// early on the target's).
-pub fn start_skews_ms(offsets_ms: &[Option<f64>]) -> Vec<Option<f64>> {
-    let known: Vec<f64> = offsets_ms.iter().flatten().copied().collect();
-    let Some(latest_clock) = known.iter().copied().reduce(f64::max) else {
+/// Start skews from clock offsets (each `(offset, ±resolution)`, ms): each shard's start
+/// relative to the earliest starter on the target's clock, with its uncertainty (its own
+/// resolution plus the earliest's). Every shard began at `start_at` on its own clock, so a clock
+/// ahead by d began d early on the target's.
+pub fn start_skews_ms(offsets_ms: &[Option<(f64, f64)>]) -> Vec<Option<(f64, f64)>> {
+    let earliest = offsets_ms
+        .iter()
+        .flatten()
+        .copied()
+        .reduce(|a, b| if b.0 > a.0 { b } else { a });
+    let Some((latest_clock, its_resolution)) = earliest else {
         return vec![None; offsets_ms.len()];
     };
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
     offsets_ms
         .iter()
-        .map(|o| o.map(|o| ((latest_clock - o) * 1000.0).round() / 1000.0))
+        .map(|o| {
+            o.map(|(offset, resolution)| {
+                let same = offset == latest_clock;
+                (
+                    round3(latest_clock - offset),
+                    round3(if same {
+                        0.0
+                    } else {
+                        resolution + its_resolution
+                    }),
+                )
+            })
+        })
         .collect()
 }
 
@@ -310,9 +373,10 @@ mod tests {
 
     #[test]
     fn skews_are_relative_to_the_earliest_starter() {
-        // Shard 1's clock is 3 ms behind shard 0's: it starts 3 ms later on the target's clock.
-        let skews = start_skews_ms(&[Some(10.0), Some(7.0), None]);
-        assert_eq!(skews, vec![Some(0.0), Some(3.0), None]);
+        // Shard 1's clock is 3 ms behind shard 0's: it starts 3 ms later on the target's clock,
+        // known to the sum of both measurements' resolutions.
+        let skews = start_skews_ms(&[Some((10.0, 0.5)), Some((7.0, 0.25)), None]);
+        assert_eq!(skews, vec![Some((0.0, 0.0)), Some((3.0, 0.75)), None]);
         assert_eq!(start_skews_ms(&[None]), vec![None]);
     }
 }

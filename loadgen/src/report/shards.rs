@@ -31,7 +31,7 @@ pub fn section(run: &SavedRun) -> String {
     }
     let mut rows = String::new();
     for s in shards {
-        let skew = match (s.start_skew_ms, s.clock_offset_resolution_ms) {
+        let skew = match (s.start_skew_ms, s.start_skew_resolution_ms) {
             (Some(k), Some(r)) => format!("{k:.1} ms <small>± {r:.1}</small>"),
             (Some(k), None) => format!("{k:.1} ms"),
             _ => "unknown".into(),
@@ -64,8 +64,8 @@ pub fn section(run: &SavedRun) -> String {
          bucket by bucket — the percentiles of every request any shard sent, not an average of \
          the shards' percentiles. Any invalid shard makes the merged run invalid. Start skew: \
          each shard's start relative to the earliest, on the target's clock (each shard measured \
-         its clock against the target's <code>Date</code> header; ± is that measurement's \
-         resolution).</p>\n<div class=\"scroll\"><table>\n<tr><th>shard</th><th>host</th>\
+         its clock against the target's <code>Date</code> header turning a second; ± adds both \
+         shards' measurement resolutions).</p>\n<div class=\"scroll\"><table>\n<tr><th>shard</th><th>host</th>\
          <th>requests</th><th>sent/s</th><th>send lag p99</th><th>generator CPU</th>\
          <th>first send late</th><th>start skew</th><th>verdict</th></tr>\n{rows}</table></div>\n\
          </section>\n",
