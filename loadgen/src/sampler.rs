@@ -691,7 +691,11 @@ impl Totals {
             target_rss_hwm_bytes: self.target_rss_hwm_bytes,
             postgres_pss_peak_bytes: self.postgres_pss_peak_bytes,
             postgres_memory_is_pss,
-            generator_rss_hwm_bytes: self.generator_rss_hwm_bytes,
+            // The kernel's high-water mark is by definition at least any RSS seen; its per-thread
+            // RSS counters can lag a sample taken a moment earlier, so never report it below one.
+            generator_rss_hwm_bytes: self
+                .generator_rss_hwm_bytes
+                .map(|hwm| hwm.max(self.generator.peak().unwrap_or(0))),
         }
     }
 }
