@@ -123,6 +123,7 @@ FUZZ_MALLOC_MB ?= 256
 FUZZ_TARGETS   ?= scenario template budgets hlog
 .PHONY: fuzz
 fuzz: ## each fuzz target for $(FUZZ_SECONDS) s, one after another (nightly + cargo-fuzz); prints executions per target
+	@command -v cargo-fuzz >/dev/null || { echo "make fuzz: cargo-fuzz is missing: cargo install cargo-fuzz (it runs on the nightly toolchain: rustup toolchain install nightly)" >&2; exit 2; }
 	@mkdir -p fuzz/target; rm -f fuzz/target/fuzz-summary.txt
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus-grown/$$t; \
