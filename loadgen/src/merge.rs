@@ -332,7 +332,13 @@ fn merge_hlogs(
         .iter()
         .map(|(path, bytes, start)| {
             let shift = start.duration_since(reference).unwrap_or_default();
-            (path, recorder::hlog_intervals(bytes), shift, 0u64, false)
+            LogWalker {
+                path,
+                entries: recorder::hlog_intervals(bytes),
+                shift,
+                latest_s: 0,
+                done: false,
+            }
         })
         .collect();
     let mut pending: BTreeMap<(Duration, Option<String>), LoggedInterval> = BTreeMap::new();
@@ -341,16 +347,21 @@ fn merge_hlogs(
     // The header goes out with the first block only.
     let mut header = Some((reference, comment));
     // Pull from the log that is furthest behind, so all advance together.
-    while let Some(walker) = walkers.iter_mut().filter(|w| !w.4).min_by_key(|w| w.3) {
-        match walker.1.next() {
-            None => walker.4 = true,
-            Some(Err(e)) => return Err(bad(walker.0, e)),
+    while let Some(walker) = walkers
+        .iter_mut()
+        .filter(|w| !w.done)
+        .min_by_key(|w| w.latest_s)
+    {
+        match walker.entries.next() {
+            None => walker.done = true,
+            Some(Err(e)) => return Err(bad(walker.path, e)),
             Some(Ok(mut interval)) => {
                 // Shards started together have equal StartTimes; otherwise shift onto the
                 // earliest and round to whole seconds (entries are 1 s intervals).
-                interval.start =
-                    Duration::from_secs((interval.start + walker.2).as_secs_f64().round() as u64);
-                walker.3 = walker.3.max(interval.start.as_secs());
+                interval.start = Duration::from_secs(
+                    (interval.start + walker.shift).as_secs_f64().round() as u64,
+                );
+                walker.latest_s = walker.latest_s.max(interval.start.as_secs());
                 match pending.entry((interval.start, interval.tag.clone())) {
                     std::collections::btree_map::Entry::Vacant(slot) => {
                         slot.insert(interval);
@@ -365,8 +376,8 @@ fn merge_hlogs(
         }
         let frontier = walkers
             .iter()
-            .filter(|w| !w.4)
-            .map(|w| w.3)
+            .filter(|w| !w.done)
+            .map(|w| w.latest_s)
             .min()
             .unwrap_or(u64::MAX);
         let final_before = Duration::from_secs(frontier.saturating_sub(FLUSH_LAG_SECS));
@@ -387,6 +398,16 @@ fn merge_hlogs(
         source,
     })?;
     Ok(written)
+}
+
+/// One shard's interval log being walked: its entries, how far its StartTime is after the
+/// earliest shard's, the latest second pulled, whether it is exhausted.
+struct LogWalker<'a> {
+    path: &'a Path,
+    entries: recorder::HlogIntervals<'a>,
+    shift: Duration,
+    latest_s: u64,
+    done: bool,
 }
 
 /// Writes `ready` (preceded by the log's header while `header` still holds it) and empties it.
@@ -608,19 +629,9 @@ pub fn merge(
     );
     let hlog_entries = merge_hlogs(&shards, &variant, &vdir.join("latency.hlog"), &comment)?;
     // The merged recording too: a merged run can itself be checked, or merged again.
-    let engine = EngineFigures {
-        users_started: outcome.users_started as u64,
-        peak_users_busy: outcome.peak_users_busy as u64,
-        max_users: outcome.max_users as u64,
-        generator_threads: outcome.generator_threads as u64,
-        probe_lag: recorder::encode_histogram(&outcome.probe_lag),
-        cancelled: outcome.cancelled,
-        first_send_late_us: outcome.first_send_late_us,
-        ..EngineFigures::default()
-    };
     write_json(
         &vdir.join("recording.json"),
-        &RecordingState::of(&recording, engine),
+        &RecordingState::of(&recording, EngineFigures::from_outcome(&outcome)),
     )?;
     let csvs: Vec<PathBuf> = shards
         .iter()

@@ -79,6 +79,23 @@ pub struct EngineFigures {
     pub clock_offset_resolution_ms: Option<f64>,
 }
 
+impl EngineFigures {
+    /// What the engine reported at the phase's end (the start and clock figures are the
+    /// runner's to add).
+    pub fn from_outcome(outcome: &crate::engine::EngineOutcome) -> EngineFigures {
+        EngineFigures {
+            users_started: outcome.users_started as u64,
+            peak_users_busy: outcome.peak_users_busy as u64,
+            max_users: outcome.max_users as u64,
+            generator_threads: outcome.generator_threads as u64,
+            probe_lag: encode_histogram(&outcome.probe_lag),
+            cancelled: outcome.cancelled,
+            first_send_late_us: outcome.first_send_late_us,
+            ..EngineFigures::default()
+        }
+    }
+}
+
 /// Why a `recording.json` could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -15,8 +15,7 @@
 use crate::database::{DatabaseError, Databases};
 use crate::engine::{self, EngineError, LoadPlan};
 use crate::recorder::{
-    Collector, CollectorStats, EngineFigures, HlogStream, IntervalOutput, Recording,
-    RecordingState, encode_histogram,
+    Collector, CollectorStats, EngineFigures, HlogStream, IntervalOutput, Recording, RecordingState,
 };
 use crate::results::{
     self, FindMaxInfo, LoadInfo, Measurement, MeasurementFiles, Percentiles, RequestInfo,

@@ -204,16 +204,10 @@ impl Phase<'_> {
             });
         if let (Some(path), Ok(outcome)) = (state, &outcome) {
             let engine = EngineFigures {
-                users_started: outcome.users_started as u64,
-                peak_users_busy: outcome.peak_users_busy as u64,
-                max_users: outcome.max_users as u64,
-                generator_threads: outcome.generator_threads as u64,
-                probe_lag: encode_histogram(&outcome.probe_lag),
-                cancelled: outcome.cancelled,
                 start_lead_ms,
-                first_send_late_us: outcome.first_send_late_us,
                 clock_offset_ms: clock.map(|c| c.0),
                 clock_offset_resolution_ms: clock.map(|c| c.1),
+                ..EngineFigures::from_outcome(outcome)
             };
             let saved = RecordingState::of(&recording.0, engine);
             if let Err(e) = write_json(&path, &saved) {
