@@ -2,6 +2,8 @@
 
 // Build the Express app from the config, a pg pool (or anything with the repo's methods) and a
 // logger. No socket is bound here; server.js listens. Tests build it against their own pool.
+// `clusterInfo` ({workers, slot, pid, pool_max, pool_min}) only in a cluster worker: /healthz
+// reports it and /metrics asks the primary for the sum over all workers.
 
 const express = require('express');
 const compression = require('compression');
@@ -15,9 +17,9 @@ const { healthRoutes } = require('./routes/health');
 const { openapiRoutes } = require('./routes/openapi');
 const { version } = require('../package.json');
 
-function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword }) {
+function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword, clusterInfo = null }) {
   const { knobs } = config;
-  const metrics = knobs.metrics ? createMetrics(pool) : null;
+  const metrics = knobs.metrics ? createMetrics(pool, { clusterWorker: clusterInfo !== null }) : null;
   const app = express();
   app.set('x-powered-by', false);
   app.set('etag', false); // the only ETag is the contract's, on GET /api/posts/{id}
@@ -57,7 +59,7 @@ function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword
 
   const users = userRoutes({ repo, hashPassword: hashPassword || makeHasher(knobs) });
   const posts = postRoutes({ repo, knobs });
-  const health = healthRoutes({ repo, knobs, version, metrics, logger });
+  const health = healthRoutes({ repo, knobs, version, metrics, logger, clusterInfo });
   const openapi = openapiRoutes();
 
   // One route per template; methods not listed → 405 with Allow (in registration order, as

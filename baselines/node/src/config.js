@@ -2,7 +2,10 @@
 
 // Configuration from the environment: DATABASE_URL, HOST/PORT (or API_LISTEN) and the knobs of
 // docs/KNOBS.md (`API_<NAME>`). Every invalid value is an error (ConfigError) that names the
-// variable; server.js prints it and exits 1. Empty variables count as unset.
+// variable; server.js prints it and exits 1. Empty variables count as unset. Also the Node-only
+// NODE_WORKERS (cluster mode) and how the pool is split between its workers (splitPool).
+
+const os = require('node:os');
 
 class ConfigError extends Error {
   constructor(message) {
@@ -68,7 +71,51 @@ function parseListen(raw) {
   return { host: m[1], port: parsePort(m[2], 'API_LISTEN (port)') };
 }
 
-function loadConfig(env = process.env) {
+// NODE_WORKERS / API_NODE_WORKERS (the latter wins, so a scenario knob `node_workers` works):
+// unset → 1 (one process, no cluster); `0` or `auto` → one worker per CPU this process may run
+// on. os.availableParallelism() is libuv's count of the CPUs in the affinity mask (`taskset -c 0
+// node` → 1 on a 2-CPU machine, checked on Node 20.20), not a cgroup CPU quota.
+const MAX_NODE_WORKERS = 1024;
+
+// → {workers, variable}: the count and the variable it came from (for messages).
+function parseNodeWorkers(env, availableParallelism) {
+  const variable = get(env, 'API_NODE_WORKERS') !== undefined ? 'API_NODE_WORKERS' : 'NODE_WORKERS';
+  const raw = get(env, variable);
+  if (raw === undefined) return { workers: 1, variable };
+  if (raw === 'auto') return { workers: availableParallelism(), variable };
+  if (!/^[0-9]+$/.test(raw) || Number(raw) > MAX_NODE_WORKERS) {
+    throw new ConfigError(`${variable}=${JSON.stringify(raw)}: expected auto or an integer in 0..=${MAX_NODE_WORKERS} (0 = auto)`);
+  }
+  const n = Number(raw);
+  return { workers: n === 0 ? availableParallelism() : n, variable };
+}
+
+// `total` in `parts` shares as equal as integers allow, the larger ones first: 10 over 3 → 4, 3, 3.
+function splitEvenly(total, parts) {
+  const base = Math.floor(total / parts);
+  const extra = total % parts;
+  return Array.from({ length: parts }, (_, i) => base + (i < extra ? 1 : 0));
+}
+
+// The pool of each of `workers` cluster workers. The cluster must not win by opening more
+// database connections than one process would, so pool_max and pool_min are totals split
+// between the workers (sums exactly pool_max and pool_min; worker i's min never exceeds its
+// max, as both splits give their larger shares to the same first workers). Every worker needs a
+// connection of its own, so pool_max below the worker count is refused rather than the worker
+// count quietly lowered: a variant runs with the workers it asked for or not at all.
+function splitPool({ pool_max: poolMax, pool_min: poolMin }, workers, workersVar = 'NODE_WORKERS') {
+  if (poolMax < workers) {
+    throw new ConfigError(
+      `${workersVar}: ${workers} workers need API_POOL_MAX >= ${workers} (one connection each; the pool is ` +
+        `split between the workers), got API_POOL_MAX=${poolMax}`,
+    );
+  }
+  const max = splitEvenly(poolMax, workers);
+  const min = splitEvenly(poolMin, workers);
+  return max.map((m, i) => ({ pool_max: m, pool_min: min[i] }));
+}
+
+function loadConfig(env = process.env, { availableParallelism = os.availableParallelism } = {}) {
   const databaseUrl = get(env, 'DATABASE_URL');
   if (databaseUrl === undefined) {
     throw new ConfigError(
@@ -128,7 +175,11 @@ function loadConfig(env = process.env) {
     argon2_parallelism: argon2Parallelism,
   };
 
-  return { databaseUrl, host, port, knobs };
+  const { workers: nodeWorkers, variable: workersVar } = parseNodeWorkers(env, availableParallelism);
+  // One entry per worker (one for the single process): what its own pool gets.
+  const poolShares = splitPool(knobs, nodeWorkers, workersVar);
+
+  return { databaseUrl, host, port, knobs, nodeWorkers, poolShares };
 }
 
 // What /healthz reports: every knob, with the ones this target cannot honour as "n/a".
@@ -140,4 +191,4 @@ function reportedKnobs(knobs) {
   return out;
 }
 
-module.exports = { loadConfig, reportedKnobs, ConfigError, NOT_APPLICABLE };
+module.exports = { loadConfig, reportedKnobs, splitPool, ConfigError, NOT_APPLICABLE };

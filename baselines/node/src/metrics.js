@@ -3,15 +3,19 @@
 // Prometheus metrics with the names of docs/CONTRACT.md, plus prom-client's default Node.js
 // metrics (event-loop lag, heap, RSS, and `nodejs_gc_duration_seconds`, the GC pause histogram
 // the reports show). Disabled (API_METRICS=false) → no registry, nothing recorded, /metrics 404.
+// In a cluster worker, render() returns the sum over every worker (cluster.js): counters,
+// histograms and the pool gauges add up; prom-client's own rules for the rest (e.g. event-loop
+// lag averaged, process start time left out). The primary's own process is not in it.
 
 const client = require('prom-client');
+const { aggregatedMetrics } = require('./cluster');
 
 // Request latencies are in seconds; these buckets reach from 0.5 ms to 10 s.
 const DURATION_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 
-function createMetrics(pool) {
+function createMetrics(pool, { clusterWorker = false } = {}) {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
 
@@ -45,15 +49,17 @@ function createMetrics(pool) {
     },
   });
 
+  const render = clusterWorker
+    ? aggregatedMetrics(registry)
+    : async () => ({ contentType: registry.contentType, body: await registry.metrics() });
+
   return {
     registry,
     observe(endpoint, method, status, seconds) {
       requests.inc({ endpoint, method, status: String(status) });
       duration.observe({ endpoint, method }, seconds);
     },
-    async render() {
-      return { contentType: registry.contentType, body: await registry.metrics() };
-    },
+    render,
   };
 }
 

@@ -3,12 +3,14 @@
 // Entry point: config from the environment, pool (pre-warmed to pool_min), listen, and a
 // graceful shutdown on SIGTERM/SIGINT. Prints exactly one `listening on http://HOST:PORT` line
 // to stderr when ready (apibench waits for it); logs go to stderr too (as the Rust API).
+// With NODE_WORKERS > 1 this process becomes the cluster primary (cluster.js) and each worker
+// runs the same serve() below with its share of the pool.
 
 const http = require('node:http');
 const { loadConfig, ConfigError } = require('./config');
 const { createLogger } = require('./logger');
-const { createPool, prewarm } = require('./db');
-const { createApp } = require('./app');
+const { fail, announceListening, onStopRequest } = require('./lifecycle');
+const { runPrimary, workerIdentity, reportListening } = require('./cluster');
 
 const SHUTDOWN_GRACE_MS = 10_000;
 // While draining, idle keep-alive connections are closed this often: node:http's server.close()
@@ -18,15 +20,9 @@ const DRAIN_SWEEP_MS = 50;
 // Closing the pool waits for every client to end; a database that answers nothing (paused)
 // would keep that — and the exit — waiting.
 const POOL_END_PATIENCE_MS = 5_000;
-
-function fail(message) {
-  process.stderr.write(`error: ${message}\n`);
-  process.exit(1);
-}
-
-function urlHost(host) {
-  return host.includes(':') ? `[${host}]` : host;
-}
+// What a cluster primary gives its workers to drain before it kills them: a worker's own
+// bound (grace + pool patience) and a margin for its start and exit.
+const WORKERS_STOP_PATIENCE_MS = SHUTDOWN_GRACE_MS + POOL_END_PATIENCE_MS + 2_000;
 
 async function main() {
   let config;
@@ -37,18 +33,36 @@ async function main() {
     throw err;
   }
   const logger = createLogger(config.knobs);
-  const pool = createPool(config);
+  const worker = workerIdentity(config);
+  if (config.nodeWorkers > 1 && !worker) {
+    await runPrimary(config, logger, { stopPatienceMs: WORKERS_STOP_PATIENCE_MS });
+    return;
+  }
+  await serve(config, logger, worker);
+}
+
+// The server itself: the single process, or one cluster worker (`worker`: {workers, slot, pid})
+// with its slot's share of the pool.
+async function serve(config, logger, worker) {
+  // Required here, not at the top: a cluster primary never serves, and Express, pg and argon2
+  // would add ~14 MB to its RSS (which the harness counts with its workers').
+  const { createPool, prewarm } = require('./db');
+  const { createApp } = require('./app');
+  const share = config.poolShares[worker ? worker.slot : 0];
+  const pool = createPool({ ...config, knobs: { ...config.knobs, ...share } });
   // An idle client losing its connection (e.g. the database restarts) must not crash us.
   pool.on('error', (err) => logger.warn({ err }, 'idle database connection failed'));
 
   try {
-    await prewarm(pool, Math.max(config.knobs.pool_min, 1));
+    await prewarm(pool, Math.max(share.pool_min, 1));
   } catch (err) {
     await pool.end().catch(() => {});
     fail(`cannot connect to the database (DATABASE_URL): ${err.message}`);
   }
 
-  const app = createApp({ config, pool, logger });
+  // A worker says who it is in /healthz (`cluster`), and its /metrics are the cluster's.
+  const clusterInfo = worker && { ...worker, ...share };
+  const app = createApp({ config, pool, logger, clusterInfo });
   const server = http.createServer(app);
   server.keepAliveTimeout = 75_000; // keep load generators' connections open between requests
   server.headersTimeout = 80_000;
@@ -60,8 +74,13 @@ async function main() {
 
   server.listen(config.port, config.host, () => {
     const addr = server.address();
+    if (worker) {
+      logger.info({ port: addr.port, slot: worker.slot, workers: worker.workers, ...share }, 'cluster worker started');
+      reportListening(addr); // the primary announces once every worker listens
+      return;
+    }
     logger.info({ host: addr.address, port: addr.port, knobs: config.knobs, version: require('../package.json').version }, 'api started');
-    process.stderr.write(`listening on http://${urlHost(addr.address)}:${addr.port}\n`);
+    announceListening(addr);
   });
 
   let shuttingDown = false;
@@ -98,15 +117,9 @@ async function main() {
     });
     server.closeIdleConnections();
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  // A harness that cannot promise to signal us (a test process whose statics never drop) keeps
-  // our stdin open as a lifeline: when it dies, the pipe closes and we stop like on SIGTERM.
-  if (process.env.API_EXIT_ON_STDIN_EOF === 'true') {
-    process.stdin.on('end', () => shutdown('stdin closed'));
-    process.stdin.on('error', () => shutdown('stdin closed'));
-    process.stdin.resume();
-  }
+  // A worker's SIGTERM comes from the group's (apibench's killpg) or from its primary (signalled
+  // alone, or its stdin closed); the stdin lifeline is the primary's.
+  onStopRequest(shutdown, { stdinLifeline: !worker });
 }
 
 process.on('unhandledRejection', (err) => {

@@ -1,7 +1,7 @@
 'use strict';
 
 // Test helpers (outside test/, so `node --test` does not run this file as a test): a throwaway schema in the DATABASE_URL database, an app
-// served on an ephemeral port, and the server as a child process.
+// served on an ephemeral port, the server as a child process, and one HTTP request with its timing.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -65,10 +65,14 @@ async function serve(app) {
 }
 
 // Runs `node src/server.js` with `env`; resolves once it printed its listening line (or exited).
-function startServer(env) {
+// `stdin: 'pipe'` keeps a pipe to its stdin (child.stdin), e.g. for API_EXIT_ON_STDIN_EOF;
+// `ownGroup` starts it in a process group of its own (as apibench does: signal it with
+// process.kill(-child.pid, …)).
+function startServer(env, { stdin = 'ignore', ownGroup = false } = {}) {
   const child = spawn(process.execPath, [path.join(ROOT, 'src', 'server.js')], {
     env: { PATH: process.env.PATH, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [stdin, 'pipe', 'pipe'],
+    detached: ownGroup,
   });
   let stderr = '';
   let stdout = '';
@@ -85,4 +89,33 @@ function startServer(env) {
   return { child, ready, exited, output: () => ({ stdout, stderr }) };
 }
 
-module.exports = { freshSchema, serve, startServer, schemaSql };
+// One HTTP request: {status, headers, text, json, ms}. `agent: false` for a connection of its own.
+const REQUEST_PATIENCE_MS = 20_000; // far above every timeout under test: hitting it is a hang
+
+function request(base, method, urlPath, { body, agent } = {}) {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const headers = body === undefined ? {} : { 'content-type': 'application/json' };
+    const req = http.request(`${base}${urlPath}`, { method, headers, agent, timeout: REQUEST_PATIENCE_MS }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        resolve({ status: res.statusCode, headers: res.headers, text, json, ms });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_PATIENCE_MS} ms (a hang?)`)));
+    req.on('error', reject);
+    if (body !== undefined) req.write(JSON.stringify(body));
+    req.end();
+  });
+}
+
+module.exports = { freshSchema, serve, startServer, schemaSql, request };

@@ -19,11 +19,10 @@ const net = require('node:net');
 const pg = require('pg');
 const { loadConfig } = require('../src/config');
 const { createPool, QUERY_TIMEOUT_GRACE_MS } = require('../src/db');
-const { freshSchema, startServer } = require('../test-support/helpers');
+const { freshSchema, startServer, request } = require('../test-support/helpers');
 
 const DB = process.env.DATABASE_URL;
 const skip = DB ? false : 'DATABASE_URL is not set: skipping the fault tests that need PostgreSQL';
-const REQUEST_PATIENCE_MS = 20_000; // far above every timeout under test: hitting it is a hang
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -120,33 +119,6 @@ async function startNode(t, url, env) {
   const { url: base, exit } = await s.ready;
   assert.ok(base, `server did not start: ${JSON.stringify(exit)} ${s.output().stderr}`);
   return { ...s, base };
-}
-
-// One HTTP request: {status, headers, text, json, ms}.
-function request(base, method, path, { body, agent } = {}) {
-  const started = process.hrtime.bigint();
-  return new Promise((resolve, reject) => {
-    const headers = body === undefined ? {} : { 'content-type': 'application/json' };
-    const req = http.request(`${base}${path}`, { method, headers, agent, timeout: REQUEST_PATIENCE_MS }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        const ms = Number(process.hrtime.bigint() - started) / 1e6;
-        resolve({ status: res.statusCode, headers: res.headers, text, json, ms });
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_PATIENCE_MS} ms (a hang?)`)));
-    req.on('error', reject);
-    if (body !== undefined) req.write(JSON.stringify(body));
-    req.end();
-  });
 }
 
 // The contract's 503, exactly: no driver message reaches the body.
@@ -375,13 +347,15 @@ test('exhausted pool: 503 + Retry-After after the acquire timeout; a stuck state
   assert.equal(res.status, 200, res.text);
 });
 
-test('SIGTERM: every in-flight request completes with its normal status, then exit 0', { skip }, async (t) => {
+// SIGTERM to the server's process (the cluster primary, which passes it on to its workers),
+// with requests in flight: they complete, new connections are refused, exit 0.
+async function sigtermDrains(t, env) {
   const IN_FLIGHT = 8;
   const { schema, lockWaiters } = await setup(t);
   const s = await startNode(t, databaseUrl(schema), {
-    API_POOL_MAX: '12',
     API_POOL_MIN: '0',
     API_QUERY_TIMEOUT_MS: '20000',
+    ...env,
   });
   const id = await createUser(s.base);
   const lock = await lockUsers(t, schema);
@@ -443,4 +417,34 @@ test('SIGTERM: every in-flight request completes with its normal status, then ex
     `SIGTERM: ${results.length}/${IN_FLIGHT} in-flight requests completed 200, ${answered} load requests ` +
       `answered 200 before it stopped accepting; exit 0 ${exitMs} ms after the lock was released`,
   );
+}
+
+test('SIGTERM: every in-flight request completes with its normal status, then exit 0', { skip }, (t) =>
+  sigtermDrains(t, { API_POOL_MAX: '12' }),
+);
+
+// 12 connections per worker: the 8 in-flight reads and the 2 load connections fit in either
+// worker's pool however node:cluster hands the connections out.
+test('SIGTERM under NODE_WORKERS=2: every worker drains its in-flight requests, then exit 0', { skip }, (t) =>
+  sigtermDrains(t, { NODE_WORKERS: '2', API_POOL_MAX: '24' }),
+);
+
+test('NODE_WORKERS=2, database gone: a dead worker whose replacements cannot connect stops the cluster, exit 1 (no endless restarts)', { skip }, async (t) => {
+  const { schema } = await setup(t);
+  const proxy = faultProxy(target());
+  await proxy.listen();
+  t.after(() => proxy.stop());
+  const s = await startNode(t, databaseUrl(schema, proxy.port), { ...FAULT_KNOBS, NODE_WORKERS: '2', API_LOG_FORMAT: 'json' });
+  const pids = new Set();
+  while (pids.size < 2) pids.add((await request(s.base, 'GET', '/healthz', { agent: false })).json.cluster.pid);
+
+  await proxy.stop();
+  const started = Date.now();
+  process.kill([...pids][0], 'SIGKILL');
+  const { code } = await s.exited;
+  const { stderr } = s.output();
+  assert.equal(code, 1, stderr);
+  assert.equal(stderr.match(/"msg":"worker exited: restarting it"/g).length, 5, stderr);
+  assert.match(stderr, /error: cluster worker \d failed to restart 5 times in a row/);
+  t.diagnostic(`database gone: gave up ${Date.now() - started} ms after the worker died (5 attempts)`);
 });

@@ -4,7 +4,10 @@ const { sendJson } = require('../http');
 const { serviceUnavailable, notFound } = require('../errors');
 const { reportedKnobs } = require('../config');
 
-function healthRoutes({ repo, knobs, version, metrics, logger }) {
+// `clusterInfo`: in a cluster worker, which one answered and its share of the pool (the
+// `knobs` stay the configured totals); absent otherwise, so the single process's body is the
+// Rust API's.
+function healthRoutes({ repo, knobs, version, metrics, logger, clusterInfo }) {
   const knobsReport = reportedKnobs(knobs);
   return {
     healthz: async (req, res) => {
@@ -14,7 +17,9 @@ function healthRoutes({ repo, knobs, version, metrics, logger }) {
         logger.warn({ err }, 'health check: database unreachable');
         throw serviceUnavailable();
       }
-      sendJson(res, 200, { status: 'ok', database: 'ok', knobs: knobsReport, version });
+      const body = { status: 'ok', database: 'ok', knobs: knobsReport, version };
+      if (clusterInfo) body.cluster = clusterInfo;
+      sendJson(res, 200, body);
     },
     metrics: async (req, res) => {
       if (!metrics) throw notFound('metrics are disabled');
