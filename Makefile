@@ -141,5 +141,9 @@ fuzz: ## each fuzz target for $(FUZZ_SECONDS) s, one after another (nightly + ca
 demo-distributed: build-release ## one load from 2 shards as separate hosts (network namespaces, root), merged into one report (~40 s)
 	SHARDS=$(or $(SHARDS),2) RELEASE=$(RELEASE) scripts/demo-distributed.sh
 
+.PHONY: live-screenshot
+live-screenshot: ## docs/live.png: the live page of `run --serve` in headless Chromium, mid-run (~30 s; loadgen/tests/live.rs)
+	APIBENCH_LIVE_SCREENSHOT=$(abspath docs/live.png) $(CARGO) test --workspace --test live -- live_metrics_and_page --nocapture
+
 clean-reports: ## delete generated reports (keeps reports/README.md)
 	find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

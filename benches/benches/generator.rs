@@ -30,6 +30,7 @@ fn spec(method: &str, path: &str, body: Option<&str>) -> RequestSpec {
         expect_status: None,
         weight: 1,
         headers: BTreeMap::new(),
+        step: Default::default(),
     }
 }
 

@@ -16,6 +16,8 @@ Examples:
   apibench run load.toml --target-url http://10.0.0.5:8080 --shard 0/2 --start-at 2026-11-27T10:30:00Z
       shard 0 of 2 (run 1/2 on another machine with the same --start-at), then
       `apibench merge merged/ shard-0/ shard-1/` for one report with exact percentiles
+  apibench run scenarios/quick.toml --serve 127.0.0.1:9464
+      watch it live: http://127.0.0.1:9464/ (page), /metrics (Prometheus); docs/LIVE.md
 
 Exit codes: 0 done, 2 bad input (scenario, flags, files), 3 the run failed
 (target would not start, database unreachable), 130 interrupted (partial results written).
@@ -51,6 +53,12 @@ pub enum Command {
     /// Measure this machine's generator ceiling per core and its send lag; `run` warns above 70 %
     #[command(after_help = CALIBRATE_AFTER_HELP)]
     Calibrate(CalibrateArgs),
+    /// Write a scenario from a HAR file: its requests at their mean rate, or replayed (--timing)
+    #[command(after_help = crate::import::IMPORT_HAR_AFTER_HELP)]
+    ImportHar(crate::import::ImportArgs),
+    /// Write a scenario from an access log (common/combined): at the mean rate, or replayed
+    #[command(after_help = crate::import::IMPORT_LOG_AFTER_HELP)]
+    ImportLog(crate::import::ImportArgs),
     /// The trivial server `calibrate` measures against: 200 "ok" on every path (serves until killed)
     #[command(hide = true)]
     HelloServer(HelloServerArgs),
@@ -123,6 +131,12 @@ pub struct RunArgs {
     /// the same on every shard [default with --shard: now + 5 s, rounded up to 10 s, printed]
     #[arg(long, value_name = "RFC3339", env = "APIBENCH_START_AT", value_parser = crate::shard::parse_start_at)]
     pub start_at: Option<std::time::SystemTime>,
+
+    /// While the run goes, serve its live figures on this address (e.g. 127.0.0.1:9464): GET
+    /// /metrics (Prometheus), / (a live page), /live.json. Exactly this address is bound:
+    /// 127.0.0.1 is this machine only; 0.0.0.0:9464 lets a Prometheus in a container scrape it
+    #[arg(long, value_name = "HOST:PORT", env = "APIBENCH_SERVE")]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 const CALIBRATE_AFTER_HELP: &str = "\

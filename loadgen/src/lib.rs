@@ -23,14 +23,22 @@
 //! ([`shard`]), and [`merge`] (`apibench merge`) adds the shards' histograms into one run;
 //! [`serve`] (`apibench serve`) starts a seeded target for them and leaves it running.
 //!
+//! While a run goes, `run --serve ADDR` ([`live`]) serves the generator's own figures — a
+//! Prometheus `/metrics` and a live page — fed by the collector, the workers, the engine and the
+//! sampler at most once a second each; the saved run stays the record.
+//!
 //! [`calibrate`] (`apibench calibrate`) measures the generator itself: the highest rate it keeps
 //! valid against a trivial server on its own CPU, and its send lag below that, for `run` to
 //! warn against.
+//!
+//! [`import`] (`apibench import-har|import-log`) writes a scenario from recorded traffic: its
+//! requests at their mean rate, or a `[replay]` of their arrival times.
 //!
 //! The library never exits the process and never prints except through [`output`]; the binary
 //! (`main.rs`) owns signals, logging and exit codes. It never depends on the `api` crate: the
 //! API is only ever a process under test.
 
+pub mod baseline;
 pub mod budgets;
 pub mod calibrate;
 pub mod cli;
@@ -39,15 +47,19 @@ pub mod database;
 pub mod engine;
 pub mod environment;
 pub mod faults;
+pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod import;
 pub mod knobs;
+pub mod live;
 pub mod merge;
 pub mod migration;
 pub mod noise;
 pub mod output;
 pub mod pacer;
+pub mod placement;
 pub mod recorder;
 pub mod recover;
 pub mod report;

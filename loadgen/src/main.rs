@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use loadgen::calibrate::{self, hello};
 use loadgen::cli::{CalibrateArgs, HelloServerArgs};
+use loadgen::import::Format;
 use loadgen::runner::{EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED};
 use loadgen::{Cli, Command, RunOptions};
 use std::process::ExitCode;
@@ -72,6 +73,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
                 target_url: args.target_url,
                 shard: args.shard,
                 start_at: args.start_at,
+                serve: args.serve,
                 ignore_calibration: false,
                 command_line: std::env::args().collect(),
             };
@@ -103,6 +105,8 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             Ok(emit(loadgen::gate::command(&args, step_summary.as_deref())))
         }
         Command::Merge(args) => Ok(emit(loadgen::merge::command(&args))),
+        Command::ImportHar(args) => Ok(emit(loadgen::import::command(Format::Har, &args))),
+        Command::ImportLog(args) => Ok(emit(loadgen::import::command(Format::AccessLog, &args))),
         Command::Serve(args) => match runtime.block_on(loadgen::serve::serve(&args, cancel_rx)) {
             Ok(()) => Ok(EXIT_OK),
             Err(e) => {

@@ -270,6 +270,9 @@ fn merged_recording(
         generator_threads: usize::try_from(engine.generator_threads).unwrap_or(usize::MAX),
         probe_lag,
         first_send_late_us,
+        stopped_early: None,
+        flow_steps_skipped: 0,
+        iterations_measured: None,
     };
     Ok((recording, outcome))
 }
@@ -699,6 +702,7 @@ pub fn merge(
         finished_at: finished_at.clone(),
         migration_table: None,
         shards: rows,
+        baseline: None,
         variants: vec![VariantSummary {
             name: variant.clone(),
             target_kind: source.target_kind.clone(),

@@ -34,6 +34,8 @@ pub struct MigrationRow {
 /// The table for one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationTable {
+    /// What this table compares, e.g. "against single-process Node (the seed's comparison)".
+    pub title: String,
     pub before: String,
     pub after: String,
     pub before_state: State,
@@ -301,9 +303,44 @@ fn throughput_change(before: &VariantSummary, after: &VariantSummary) -> (String
 
 /// The seed's table for `summary`, when it has a before/after pair.
 pub fn table(summary: &Summary) -> Option<MigrationTable> {
-    let (b, a) = resolve_pair(summary)?;
-    let before = &summary.variants[b];
-    let after = &summary.variants[a];
+    tables(summary).into_iter().next()
+}
+
+/// The seed's table, then — when the scenario names a `fair_before` (Node on every core) — the
+/// same table against it: the seed compared one Node process on a multi-core machine, the fair
+/// comparison gives Node every core the Rust server had.
+pub fn tables(summary: &Summary) -> Vec<MigrationTable> {
+    let Some((b, a)) = resolve_pair(summary) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let fair = summary
+        .migration_table
+        .as_ref()
+        .and_then(|p| p.fair_before.as_deref())
+        .and_then(|name| summary.variants.iter().position(|v| v.name == name))
+        .filter(|&f| f != b);
+    let seed_title = if fair.is_some() {
+        "against the seed's \"before\" (its comparison)"
+    } else {
+        "the seed's comparison"
+    };
+    out.extend(table_between(summary, b, a, seed_title));
+    if let Some(f) = fair {
+        out.extend(table_between(
+            summary,
+            f,
+            a,
+            "against Node on every core the target may use (the fair comparison)",
+        ));
+    }
+    out
+}
+
+/// The table between variants `b` (before) and `a` (after) of `summary`.
+fn table_between(summary: &Summary, b: usize, a: usize, title: &str) -> Option<MigrationTable> {
+    let before = summary.variants.get(b)?;
+    let after = summary.variants.get(a)?;
     let rate = before
         .figures
         .target_rate_per_sec
@@ -378,6 +415,7 @@ pub fn table(summary: &Summary) -> Option<MigrationTable> {
         },
     ];
     Some(MigrationTable {
+        title: title.to_string(),
         before: before.name.clone(),
         after: after.name.clone(),
         before_state: verdict_state(&before.figures),
@@ -483,7 +521,8 @@ fn state_tag(state: State) -> &'static str {
 /// The table as text for stdout, each column as wide as its widest cell.
 pub fn render_text(table: &MigrationTable) -> String {
     let mut out = format!(
-        "\nmigration: {}{} → {}{} (this run) vs the seed's claims\n",
+        "\nmigration ({}): {}{} → {}{} (this run) vs the seed's claims\n",
+        table.title,
         table.before,
         state_tag(table.before_state),
         table.after,
@@ -578,6 +617,7 @@ mod tests {
             ],
             migration_table: pair,
             shards: Vec::new(),
+            baseline: None,
         }
     }
 
@@ -587,8 +627,41 @@ mod tests {
         let explicit = MigrationPair {
             before: "node-batched".into(),
             after: "rust-n-plus-one".into(),
+            fair_before: None,
         };
         assert_eq!(resolve_pair(&summary(Some(explicit))), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_fair_before_gives_a_second_table_against_it() {
+        let pair = MigrationPair {
+            before: "node-before".into(),
+            after: "rust-tuned".into(),
+            fair_before: Some("node-batched".into()),
+        };
+        let both = tables(&summary(Some(pair.clone())));
+        assert_eq!(both.len(), 2);
+        assert_eq!(
+            (both[0].before.as_str(), both[0].rows[0].change.as_str()),
+            ("node-before", "×6.0")
+        );
+        assert_eq!(
+            (both[1].before.as_str(), both[1].rows[0].change.as_str()),
+            ("node-batched", "×3.0")
+        );
+        assert!(both[1].title.contains("every core"), "{}", both[1].title);
+        assert!(render_text(&both[1]).starts_with("\nmigration (against Node on every core"));
+        // A fair "before" that is the seed's own, or not a variant, adds nothing.
+        let same = MigrationPair {
+            fair_before: Some("node-before".into()),
+            ..pair.clone()
+        };
+        assert_eq!(tables(&summary(Some(same))).len(), 1);
+        let missing = MigrationPair {
+            fair_before: Some("node-cluster".into()),
+            ..pair
+        };
+        assert_eq!(tables(&summary(Some(missing))).len(), 1);
     }
 
     #[test]

@@ -66,6 +66,48 @@ pub fn warn(text: &str) {
     eprintln!("apibench: warning: {text}");
 }
 
+/// Progress of the run's own steps (stderr; the caller skips it under `--quiet`).
+pub fn note(text: &str) {
+    eprintln!("apibench: {text}");
+}
+
+/// `[baseline]`: the database's ceiling and each variant's throughput as a fraction of it.
+pub fn baseline_lines(summary: &Summary) -> String {
+    let Some(b) = &summary.baseline else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\ndatabase ceiling: {} {} point reads/s ({}; {} clients, {} s{})\n",
+        b.tool,
+        format_rate(b.tps),
+        b.query,
+        b.clients,
+        b.seconds,
+        b.cpus
+            .as_deref()
+            .map_or_else(String::new, |c| format!(", on CPUs {c}"))
+    );
+    for v in &summary.variants {
+        if let Some((fraction, what)) = crate::baseline::fraction_of_ceiling(b, &v.figures) {
+            let rate = v
+                .figures
+                .max_sustainable_rps
+                .unwrap_or(v.figures.throughput_rps);
+            out.push_str(&format!(
+                "  {}: {what} {} req/s = {fraction:.2} of the database's ceiling{}\n",
+                v.name,
+                format_rate(rate),
+                if v.figures.valid {
+                    ""
+                } else {
+                    " (run not valid)"
+                }
+            ));
+        }
+    }
+    out
+}
+
 pub fn format_bytes(bytes: Option<u64>) -> String {
     match bytes {
         None => "-".into(),
@@ -336,9 +378,24 @@ pub fn summary_table(summary: &Summary) -> String {
     if summary.partial {
         out.push_str("PARTIAL: the run was interrupted; figures cover what was measured\n");
     }
+    for v in &summary.variants {
+        if let Some(note) = &v.figures.stopped_early {
+            out.push_str(&format!(
+                "STOPPED EARLY: {}: {note}; figures cover what was sent\n",
+                v.name
+            ));
+        }
+        if v.figures.flow_steps_skipped > 0 {
+            out.push_str(&format!(
+                "{}: {} flow steps skipped after a failed step (see the per-step errors)\n",
+                v.name, v.figures.flow_steps_skipped
+            ));
+        }
+    }
     out.push_str(&ramp_table(summary));
     out.push_str(&faults_lines(summary));
-    if let Some(table) = crate::migration::table(summary) {
+    out.push_str(&baseline_lines(summary));
+    for table in crate::migration::tables(summary) {
         out.push_str(&crate::migration::render_text(&table));
     }
     out
@@ -442,6 +499,7 @@ mod tests {
             variants,
             migration_table: None,
             shards: Vec::new(),
+            baseline: None,
         }
     }
 

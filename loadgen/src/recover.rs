@@ -166,6 +166,7 @@ pub fn summary_from_logs(dir: &Path) -> Result<Recovered, RecoverError> {
         variants,
         migration_table: None,
         shards: Vec::new(),
+        baseline: None,
     };
     Ok(Recovered {
         dir: dir.to_path_buf(),

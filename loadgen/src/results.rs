@@ -73,6 +73,14 @@ pub struct Measurement {
     pub invalid_reason: Option<String>,
     /// Stopped early (Ctrl-C): the figures cover what was measured.
     pub partial: bool,
+    /// The users stopped before the schedule's end, and why (`data file accounts exhausted
+    /// after 500 rows`); the figures cover what was sent (`partial` is set too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
+    /// Flow steps not sent because an earlier step of their iteration failed (a failed check,
+    /// extraction, status or timeout), after the warm-up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flow_steps_skipped: u64,
     /// A backlog formed (every user busy past its slots) while the generator was healthy and
     /// users were still available: the server's doing, and latency includes the backlog.
     pub saturated: bool,
@@ -307,6 +315,9 @@ pub fn bisection_bounds(
 pub struct MigrationPair {
     pub before: String,
     pub after: String,
+    /// The fair "before": Node on every core the target may use (a second table against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_before: Option<String>,
 }
 
 /// One variant in `summary.json`. The figures at the top level are, with `--repeat N`, medians
@@ -342,6 +353,9 @@ pub struct Summary {
     /// A merged run: one row per shard it was merged from (`apibench merge`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<crate::shard::ShardRow>,
+    /// `[baseline]`: the database's own ceiling, measured before the variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::BaselineFigures>,
 }
 
 /// Environment facts in `run.json`.
@@ -463,6 +477,9 @@ pub struct RunInfo {
     /// `apibench merge`: the shard directories this run was merged from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// `[cpus]`: where the target, PostgreSQL and the generator ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::placement::PlacementInfo>,
 }
 
 /// The typical repetition: numbers → median, booleans → all true (so `valid` means every
@@ -590,6 +607,7 @@ mod tests {
             }],
             migration_table: None,
             shards: Vec::new(),
+            baseline: None,
         };
         let text = serde_json::to_string_pretty(&summary).expect("serializes");
         let value: Value = serde_json::from_str(&text).expect("json");
@@ -750,4 +768,9 @@ mod max_sustainable_tests {
         assert_eq!(max_sustainable_rps(&stages, 1), None);
         assert_eq!(max_sustainable_rps(&stages, 0), None);
     }
+}
+
+/// serde: leave a zero count out of the file.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

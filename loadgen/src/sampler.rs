@@ -116,11 +116,20 @@ impl Sampler {
     /// Starts sampling on its own OS thread (named "apibench-sampler"); writes `csv_path` as it
     /// goes when given. Fails when the CSV cannot be created or the thread cannot be spawned.
     pub fn start(watched: Watched, csv_path: Option<&Path>) -> std::io::Result<Sampler> {
+        Sampler::start_live(watched, csv_path, None)
+    }
+
+    /// [`Sampler::start`], also handing each reading to `apibench run --serve`'s live state.
+    pub fn start_live(
+        watched: Watched,
+        csv_path: Option<&Path>,
+        live: Option<crate::live::LiveFeed>,
+    ) -> std::io::Result<Sampler> {
         let csv = csv_path.map(CsvSink::create).transpose()?;
         let (stop_tx, stop_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("apibench-sampler".into())
-            .spawn(move || sampling_loop(watched, csv, &stop_rx))?;
+            .spawn(move || sampling_loop(watched, csv, &stop_rx, live.as_ref()))?;
         Ok(Sampler { stop_tx, thread })
     }
 
@@ -159,6 +168,20 @@ pub fn cpus_allowed() -> u32 {
         _ => std::thread::available_parallelism().map_or(1, usize::from),
     };
     u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// `root` and every process below it now (empty when `root` is gone).
+pub fn tree_pids(root: u32) -> Vec<u32> {
+    if read_stat(root).is_none() {
+        return Vec::new();
+    }
+    match TreeWalk::detect() {
+        TreeWalk::ChildrenFiles => walk_tree(root, children_from_proc),
+        TreeWalk::ProcScan => tree_from_scan(root, &scan_all())
+            .into_iter()
+            .map(|s| s.pid)
+            .collect(),
+    }
 }
 
 /// The root and its descendants, from a (pid, ppid) listing.
@@ -465,6 +488,22 @@ struct Round {
     generator_rss_hwm_bytes: Option<u64>,
 }
 
+impl Round {
+    /// What `apibench run --serve` shows of this round.
+    fn live_reading(&self) -> crate::live::ResourceReading {
+        crate::live::ResourceReading {
+            target_rss_bytes: self.target.map(|t| t.rss_bytes),
+            target_cpu_percent: self.target.map(|t| t.cpu_percent),
+            target_processes: self.target.map(|t| t.processes),
+            postgres_rss_bytes: self.postgres.map(|p| p.rss_bytes),
+            postgres_pss_bytes: self.postgres_pss_bytes,
+            postgres_cpu_percent: self.postgres.map(|p| p.cpu_percent),
+            generator_rss_bytes: self.generator.rss_bytes,
+            generator_cpu_percent: self.generator.cpu_percent,
+        }
+    }
+}
+
 /// The sampler thread's state: trackers and the units of `/proc`.
 struct Trees {
     watched: Watched,
@@ -705,6 +744,7 @@ fn sampling_loop(
     watched: Watched,
     mut csv: Option<CsvSink>,
     stop_rx: &mpsc::Receiver<Control>,
+    live: Option<&crate::live::LiveFeed>,
 ) -> ResourceSummary {
     let started = Instant::now();
     let mut trees = Trees::new(watched);
@@ -728,6 +768,9 @@ fn sampling_loop(
                 csv.write(now.saturating_duration_since(started), &round);
             }
             totals.add(&round);
+            if let Some(live) = live {
+                live.set_resources(round.live_reading());
+            }
         }
         // A late round pushes the schedule back rather than bunching samples up.
         next_round += SAMPLE_PERIOD;

@@ -1,5 +1,6 @@
 //! The open model's shared schedule: request `i` is due at `start + i / rate` (piecewise over
-//! stages). Users take the next slot of their worker's lane (slot i belongs to lane i mod N), sleep until it is due and send;
+//! stages) — or, replaying a recording ([`SchedulePlan::replay`]), at `start + offset_i / speed`
+//! with the recorded request ([`Slot::request`]). Users take the next slot of their worker's lane (slot i belongs to lane i mod N), sleep until it is due and send;
 //! latency counts from the *due* time, so a request that waited behind a stalled server carries
 //! that wait (wrk2's rule against coordinated omission). When the generator falls behind, slots
 //! are already due when taken and go out at once: the schedule catches up rather than silently
@@ -7,8 +8,8 @@
 //!
 //! Everything except [`Schedule::take`] is pure arithmetic on offsets, tested without a clock.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A send is generator-late when it left more than this after the later of its due time and the
@@ -99,12 +100,50 @@ impl std::str::FromStr for ShardSlice {
     }
 }
 
+/// One recorded request of a replay: when it arrived, from the recording's first request, and
+/// which `[[requests]]` entry it was (its index in file order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayArrival {
+    pub offset_us: u64,
+    pub request: u32,
+}
+
+/// A replay's arrivals (sorted by offset, shared, never copied per phase) and its speed.
+#[derive(Debug, Clone, PartialEq)]
+struct Replay {
+    arrivals: Arc<[ReplayArrival]>,
+    /// 1.0 replays the recording's own timing; 2.0 twice as fast.
+    speed: f64,
+}
+
+impl Replay {
+    /// A recorded offset on the replay's clock.
+    fn due(&self, offset_us: u64) -> Duration {
+        // In whole nanoseconds: exact at speed 1.0 and 2.0, rounded (not truncated) otherwise.
+        Duration::from_nanos((offset_us as f64 * 1e3 / self.speed).round() as u64)
+    }
+}
+
+/// Where a recording of `count` requests, the last at `last_offset_us`, ends: one mean gap
+/// after its last request (as a constant-rate schedule of the same count and mean rate ends), or
+/// 1 s after it when there is no gap to take the mean of.
+pub fn recording_end_us(last_offset_us: u64, count: u64) -> u64 {
+    let mean_gap_us = if count > 1 && last_offset_us > 0 {
+        (last_offset_us / (count - 1)).max(1)
+    } else {
+        1_000_000
+    };
+    last_offset_us.saturating_add(mean_gap_us)
+}
+
 /// The whole schedule of one load phase, as offsets from its start — or one shard's share of it
 /// ([`SchedulePlan::shard`]): then slot numbers are the shard's own (0, 1, 2, …) and each maps to
 /// the whole schedule's slot `local × count + index`, due when that slot is due.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulePlan {
     segments: Vec<Segment>,
+    /// A recording's arrivals instead of rates (then `segments` is empty).
+    replay: Option<Replay>,
     total_slots: u64,
     warmup_slots: u64,
     warmup: Duration,
@@ -148,12 +187,51 @@ impl SchedulePlan {
         };
         SchedulePlan {
             segments,
+            replay: None,
             total_slots: first_slot,
             warmup_slots,
             warmup,
             end_offset: Duration::from_secs_f64(offset_secs),
             shard: ShardSlice::WHOLE,
         }
+    }
+
+    /// A recording replayed: slot `k` is the `k`-th arrival, due at `offset_k / speed` (2.0: twice
+    /// as fast), and carries its recorded request. The warm-up is the recording's own first
+    /// `warmup` (on the replay's clock), not extra traffic before it: those arrivals are sent but
+    /// not measured. The schedule ends one mean gap after the last arrival, as a constant-rate
+    /// schedule of the same count and mean rate would. `arrivals` must be sorted by offset (the
+    /// scenario parser refuses a file that is not).
+    pub fn replay(warmup: Duration, arrivals: Arc<[ReplayArrival]>, speed: f64) -> SchedulePlan {
+        let replay = Replay {
+            arrivals,
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
+        };
+        let count = replay.arrivals.len() as u64;
+        let last_us = replay.arrivals.last().map_or(0, |a| a.offset_us);
+        let end_offset = replay.due(recording_end_us(last_us, count));
+        let warmup_slots = replay
+            .arrivals
+            .partition_point(|a| replay.due(a.offset_us) < warmup)
+            as u64;
+        SchedulePlan {
+            segments: Vec::new(),
+            total_slots: count,
+            warmup_slots,
+            warmup,
+            end_offset,
+            shard: ShardSlice::WHOLE,
+            replay: Some(replay),
+        }
+    }
+
+    /// Whether slots carry recorded requests ([`SchedulePlan::replay`]).
+    pub fn is_replay(&self) -> bool {
+        self.replay.is_some()
     }
 
     /// This shard's share of the schedule: the same due times, every `count`-th slot.
@@ -202,6 +280,10 @@ impl SchedulePlan {
         if slot >= self.total_slots {
             return None;
         }
+        if let Some(replay) = &self.replay {
+            let arrival = replay.arrivals.get(usize::try_from(slot).ok()?)?;
+            return Some(replay.due(arrival.offset_us));
+        }
         // Few segments: a linear scan from the back beats a binary search.
         let segment = self
             .segments
@@ -212,8 +294,25 @@ impl SchedulePlan {
         Some(Duration::from_secs_f64(segment.start_offset_secs + within))
     }
 
-    /// The target rate at `offset` (for the progress display).
+    /// The recorded request of slot `slot` (of this share): `None` for a rate schedule, whose
+    /// users pick by weight.
+    pub fn request_of(&self, slot: u64) -> Option<usize> {
+        let replay = self.replay.as_ref()?;
+        let slot = usize::try_from(self.shard.global_slot(slot)?).ok()?;
+        replay.arrivals.get(slot).map(|a| a.request as usize)
+    }
+
+    /// The target rate at `offset` (for the progress display; a replay's: its arrivals in the
+    /// second before `offset`).
     pub fn rate_at(&self, offset: Duration) -> f64 {
+        if let Some(replay) = &self.replay {
+            let due = |a: &ReplayArrival| replay.due(a.offset_us);
+            let from = replay
+                .arrivals
+                .partition_point(|a| due(a) < offset.saturating_sub(Duration::from_secs(1)));
+            let to = replay.arrivals.partition_point(|a| due(a) <= offset);
+            return to.saturating_sub(from) as f64;
+        }
         let secs = offset.as_secs_f64();
         self.segments
             .iter()
@@ -278,6 +377,8 @@ pub struct Slot {
     pub index: u64,
     pub due: Instant,
     pub in_warmup: bool,
+    /// A replay's recorded request (index into `[[requests]]`); `None` for a rate schedule.
+    pub request: Option<usize>,
 }
 
 impl Schedule {
@@ -335,6 +436,7 @@ impl Schedule {
             index,
             due: start + offset,
             in_warmup: index < self.plan.warmup_slots(),
+            request: self.plan.request_of(index),
         })
     }
 
@@ -455,39 +557,126 @@ mod tests {
         assert!((0..3).all(|lane| schedule.take_from(lane).is_none()));
     }
 
+    /// A recording with bursts, gaps and a repeated request, for the replay tests.
+    fn recording() -> Arc<[ReplayArrival]> {
+        [
+            (0, 0),
+            (100_000, 2),
+            (100_000, 1),
+            (150_000, 1),
+            (1_000_000, 0),
+            (1_000_001, 2),
+            (2_400_000, 1),
+        ]
+        .into_iter()
+        .map(|(offset_us, request)| ReplayArrival { offset_us, request })
+        .collect()
+    }
+
     #[test]
     fn shards_together_send_exactly_the_whole_schedule() {
-        let whole = SchedulePlan::new(Duration::from_secs(1), &[stage(7.0, 3), stage(13.0, 2)]);
-        for count in 1..=5u32 {
-            let mut dues: Vec<(Duration, bool)> = Vec::new();
-            let mut warmup = 0;
-            for index in 0..count {
-                let shard = whole.clone().shard(ShardSlice { index, count });
-                warmup += shard.warmup_slots();
-                let schedule = Schedule::with_lanes(shard.clone(), 2);
-                let start = schedule.start();
-                for lane in 0..2 {
-                    while let Some(slot) = schedule.take_from(lane) {
-                        dues.push((slot.due - start, slot.in_warmup));
+        let staged = SchedulePlan::new(Duration::from_secs(1), &[stage(7.0, 3), stage(13.0, 2)]);
+        // A replay at 1.5x speed whose warm-up (the recording's first 100 ms on the replay's
+        // clock) ends inside a burst.
+        let replay = SchedulePlan::replay(Duration::from_millis(100), recording(), 1.5);
+        for whole in [staged, replay] {
+            for count in 1..=5u32 {
+                let mut dues: Vec<(Duration, bool, Option<usize>)> = Vec::new();
+                let mut warmup = 0;
+                for index in 0..count {
+                    let shard = whole.clone().shard(ShardSlice { index, count });
+                    warmup += shard.warmup_slots();
+                    let schedule = Schedule::with_lanes(shard.clone(), 2);
+                    let start = schedule.start();
+                    for lane in 0..2 {
+                        while let Some(slot) = schedule.take_from(lane) {
+                            dues.push((slot.due - start, slot.in_warmup, slot.request));
+                        }
                     }
                 }
+                assert_eq!(warmup, whole.warmup_slots(), "{count} shards");
+                assert_eq!(dues.len() as u64, whole.total_slots(), "{count} shards");
+                dues.sort();
+                let mut expected: Vec<(Duration, bool, Option<usize>)> = (0..whole.total_slots())
+                    .map(|s| {
+                        (
+                            whole.offset_of(s).expect("in range"),
+                            s < whole.warmup_slots(),
+                            whole.request_of(s),
+                        )
+                    })
+                    .collect();
+                expected.sort();
+                assert_eq!(
+                    dues, expected,
+                    "{count} shards send the single-process schedule"
+                );
             }
-            assert_eq!(warmup, whole.warmup_slots(), "{count} shards");
-            assert_eq!(dues.len() as u64, whole.total_slots(), "{count} shards");
-            dues.sort();
-            let expected: Vec<(Duration, bool)> = (0..whole.total_slots())
-                .map(|s| {
-                    (
-                        whole.offset_of(s).expect("in range"),
-                        s < whole.warmup_slots(),
-                    )
-                })
-                .collect();
-            assert_eq!(
-                dues, expected,
-                "{count} shards send the single-process schedule"
-            );
         }
+    }
+
+    #[test]
+    fn replay_slots_are_due_at_the_recorded_offsets_over_the_speed_with_their_request() {
+        let original = SchedulePlan::replay(Duration::ZERO, recording(), 1.0);
+        assert!(original.is_replay());
+        assert_eq!(original.total_slots(), 7);
+        assert_eq!(original.offset_of(3), Some(Duration::from_millis(150)));
+        assert_eq!(
+            original.offset_of(5),
+            Some(Duration::from_micros(1_000_001))
+        );
+        assert_eq!(original.offset_of(7), None);
+        assert_eq!(original.request_of(1), Some(2));
+        assert_eq!(original.request_of(2), Some(1));
+        assert_eq!(original.request_of(7), None);
+        // Ends one mean gap (2.4 s / 6) after the last arrival.
+        assert_eq!(original.end_offset(), Duration::from_millis(2_800));
+        assert_eq!(original.measured_rate_per_sec(), 7.0 / 2.8);
+
+        // Twice as fast: every due time halves; the recording's first 120 ms (60 ms of the
+        // replay) are its warm-up, sent but not measured.
+        let fast = SchedulePlan::replay(Duration::from_millis(60), recording(), 2.0);
+        assert_eq!(fast.offset_of(1), Some(Duration::from_millis(50)));
+        assert_eq!(fast.offset_of(6), Some(Duration::from_millis(1_200)));
+        assert_eq!(fast.end_offset(), Duration::from_millis(1_400));
+        assert_eq!(fast.warmup_slots(), 3);
+        assert!((fast.measured_rate_per_sec() - 4.0 / 1.34).abs() < 1e-9);
+        // The progress display's rate: the arrivals of the last second.
+        assert_eq!(fast.rate_at(Duration::from_millis(1_000)), 6.0);
+
+        let schedule = Schedule::new(fast);
+        let start = schedule.start();
+        let slots: Vec<Slot> = std::iter::from_fn(|| schedule.take()).collect();
+        let seen: Vec<(u64, Option<usize>, bool)> = slots
+            .iter()
+            .map(|s| {
+                (
+                    u64::try_from((s.due - start).as_micros()).expect("small"),
+                    s.request,
+                    s.in_warmup,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, Some(0), true),
+                (50_000, Some(2), true),
+                (50_000, Some(1), true),
+                (75_000, Some(1), false),
+                (500_000, Some(0), false),
+                (500_000, Some(2), false),
+                (1_200_000, Some(1), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rate_schedule_leaves_the_request_to_the_weighted_pick() {
+        let schedule = Schedule::new(SchedulePlan::new(Duration::ZERO, &[stage(10.0, 1)]));
+        let slot = schedule.take().expect("a slot");
+        assert_eq!(slot.request, None);
+        assert!(!schedule.plan().is_replay());
     }
 
     #[test]

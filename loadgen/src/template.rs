@@ -5,7 +5,15 @@
 //! Placeholders: `{{user_id}}` and `{{post_id}}` (uniform over the seeded rows), `{{ids:N}}`
 //! (N distinct user ids, comma-separated), `{{seq}}` (a run-wide counter), `{{uuid}}` (random v4),
 //! `{{unique_email}}` (an address no seeded row and no other request of the run uses).
+//!
+//! Flow placeholders, resolved at parse time through [`Names`] so that rendering never looks a
+//! name up: `{{id}}` (a variable an earlier flow step extracted: the user's slot, by index),
+//! `{{accounts.email}}` (a data-file column of the iteration's row, by index) and
+//! `{{env.NAME}}` (read from the environment once, at parse time). An `{{env.*}}` value is a
+//! secret: it is kept in a [`Secret`] that never prints, and a template that holds one says so
+//! ([`Template::has_secret`]) so that nothing renders it into an error message or a log.
 
+use crate::scenario::data::DataTable;
 use rand::Rng;
 use rand::rngs::StdRng;
 use std::fmt::Write as _;
@@ -27,6 +35,87 @@ enum Segment {
     Seq,
     Uuid,
     UniqueEmail,
+    /// A flow variable: the user's variable slot `.0` ([`RenderContext::vars`]).
+    Var(usize),
+    /// Column `column` of data file `file`'s row for this iteration ([`RenderContext::rows`]).
+    Data {
+        file: usize,
+        column: usize,
+        table: Arc<DataTable>,
+    },
+    /// `{{env.NAME}}`: the value, read at parse time.
+    Env(Secret),
+}
+
+/// A value read from the environment (`{{env.NAME}}`): it renders into requests, but its
+/// `Debug` never shows it, so a `{:?}` of a scenario cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from the environment.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What a template's names mean where it is written (a flow step, a top-level request): the
+/// scenario parser implements it; [`NoNames`] knows only the built-in placeholders.
+pub trait Names {
+    /// The user's variable slot of `name`, or why `name` is not known here.
+    fn variable(&self, name: &str) -> Result<usize, String>;
+    /// Data file `file`'s column `column`: (the file's index, the table, the column's index).
+    fn data_column(
+        &self,
+        file: &str,
+        column: &str,
+    ) -> Result<(usize, Arc<DataTable>, usize), String>;
+    /// The environment variable `name` (`None` when it is not set).
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Only the built-in placeholders (and `{{env.NAME}}`): no variables, no data files.
+pub struct NoNames;
+
+impl Names for NoNames {
+    fn variable(&self, name: &str) -> Result<usize, String> {
+        Err(format!(
+            "unknown template `{{{{{name}}}}}`; known: {}",
+            PLACEHOLDERS
+                .iter()
+                .map(|p| format!("{{{{{p}}}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+    fn data_column(
+        &self,
+        file: &str,
+        _column: &str,
+    ) -> Result<(usize, Arc<DataTable>, usize), String> {
+        Err(format!(
+            "unknown data file `{file}`: declare it with [[data_files]] name = \"{file}\""
+        ))
+    }
+}
+
+/// Whether `name` may name a flow variable: a built-in placeholder's name may not.
+pub fn is_reserved(name: &str) -> bool {
+    matches!(
+        name,
+        "user_id" | "post_id" | "seq" | "uuid" | "unique_email" | "env"
+    ) || name.starts_with("ids:")
 }
 
 /// A compiled template.
@@ -43,8 +132,13 @@ pub struct TemplateError {
 }
 
 impl Template {
-    /// Compiles `text`; every `{{…}}` must be a known placeholder.
+    /// Compiles `text`; every `{{…}}` must be a built-in placeholder or `{{env.NAME}}`.
     pub fn compile(text: &str) -> Result<Template, TemplateError> {
+        Template::compile_with(text, &NoNames)
+    }
+
+    /// Compiles `text`, resolving variables, data columns and `{{env.NAME}}` through `names`.
+    pub fn compile_with(text: &str, names: &dyn Names) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut rest = text;
         let mut consumed = 0;
@@ -66,6 +160,13 @@ impl Template {
                 "seq" => Segment::Seq,
                 "uuid" => Segment::Uuid,
                 "unique_email" => Segment::UniqueEmail,
+                other if !other.starts_with("ids:") => {
+                    let at = consumed + open;
+                    resolve(other, names).map_err(|message| TemplateError {
+                        offset: at,
+                        message,
+                    })?
+                }
                 other => match other.strip_prefix("ids:").map(|n| n.trim().parse::<u64>()) {
                     Some(Ok(n)) if (1..=MAX_IDS).contains(&n) => Segment::Ids(n),
                     Some(_) => {
@@ -79,14 +180,7 @@ impl Template {
                     None => {
                         return Err(TemplateError {
                             offset: consumed + open,
-                            message: format!(
-                                "unknown template `{{{{{other}}}}}`; known: {}",
-                                PLACEHOLDERS
-                                    .iter()
-                                    .map(|p| format!("{{{{{p}}}}}"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
+                            message: format!("unknown template `{{{{{other}}}}}`"),
                         });
                     }
                 },
@@ -119,6 +213,35 @@ impl Template {
         self.segments
             .iter()
             .all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    /// True when every render gives the same text (literals and `{{env.*}}` only): it can be
+    /// rendered once, when the request is prepared.
+    pub fn is_constant(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_) | Segment::Env(_)))
+    }
+
+    /// True when a render contains an `{{env.*}}` value: never log or report its rendering.
+    pub fn has_secret(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, Segment::Env(_)))
+    }
+
+    /// The data files (their indices) a render reads a row of.
+    pub fn data_files(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Data { file, .. } => Some(*file),
+            _ => None,
+        })
+    }
+
+    /// The variable slots a render reads.
+    pub fn variables(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Var(slot) => Some(*slot),
+            _ => None,
+        })
     }
 
     /// Renders into `out` (cleared first), drawing from the user's RNG.
@@ -173,6 +296,20 @@ impl Template {
                     let seq = ctx.shared.next_seq();
                     let _ = write!(out, "load-{}-{seq}@apibench.test", ctx.shared.run_nonce);
                 }
+                Segment::Var(slot) => {
+                    if let Some(value) = ctx.vars.get(*slot) {
+                        out.push_str(value);
+                    }
+                }
+                Segment::Data {
+                    file,
+                    column,
+                    table,
+                } => {
+                    let row = ctx.rows.get(*file).copied().unwrap_or(0);
+                    out.push_str(table.cell(row, *column));
+                }
+                Segment::Env(secret) => out.push_str(secret.expose()),
             }
         }
     }
@@ -201,10 +338,15 @@ impl SharedTemplateState {
     }
 }
 
-/// One user's rendering state: its own seeded RNG (deterministic per seed and user index).
+/// One user's rendering state: its own seeded RNG (deterministic per seed and user index), and
+/// for flows its variables and the current iteration's data-file rows.
 pub struct RenderContext {
     pub rng: StdRng,
     pub shared: Arc<SharedTemplateState>,
+    /// The user's flow variables by slot (empty for a scenario without flows).
+    pub vars: Vec<String>,
+    /// The row of each data file for the current iteration (empty without data files).
+    pub rows: Vec<usize>,
 }
 
 impl RenderContext {
@@ -215,8 +357,41 @@ impl RenderContext {
         RenderContext {
             rng: StdRng::seed_from_u64(mixed),
             shared,
+            vars: Vec::new(),
+            rows: Vec::new(),
         }
     }
+}
+
+/// A `{{name}}` that is no built-in placeholder: `env.NAME`, `file.column` or a variable.
+fn resolve(name: &str, names: &dyn Names) -> Result<Segment, String> {
+    if let Some(variable) = name.strip_prefix("env.") {
+        let variable = variable.trim();
+        let valid = !variable.is_empty()
+            && variable
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "`{{{{env.{variable}}}}}`: an environment variable name is A-Z a-z 0-9 _"
+            ));
+        }
+        return match names.env(variable) {
+            Some(value) => Ok(Segment::Env(Secret::new(value))),
+            None => Err(format!(
+                "environment variable `{variable}` is not set (`{{{{env.{variable}}}}}`)"
+            )),
+        };
+    }
+    if let Some((file, column)) = name.split_once('.') {
+        let (file, table, column) = names.data_column(file.trim(), column.trim())?;
+        return Ok(Segment::Data {
+            file,
+            column,
+            table,
+        });
+    }
+    names.variable(name).map(Segment::Var)
 }
 
 #[cfg(test)]
@@ -284,6 +459,83 @@ mod tests {
         let a = render("{{user_id}},{{user_id}},{{uuid}}", &mut context(1000, 1));
         let b = render("{{user_id}},{{user_id}},{{uuid}}", &mut context(1000, 1));
         assert_eq!(a, b);
+    }
+
+    /// Variables `id` (slot 1) and `token` (slot 0), a data file `accounts` with columns
+    /// `email`, `name`, and one environment variable.
+    struct TestNames(Arc<DataTable>);
+
+    impl Names for TestNames {
+        fn variable(&self, name: &str) -> Result<usize, String> {
+            match name {
+                "token" => Ok(0),
+                "id" => Ok(1),
+                other => Err(format!("no `{other}`")),
+            }
+        }
+        fn data_column(
+            &self,
+            file: &str,
+            column: &str,
+        ) -> Result<(usize, Arc<DataTable>, usize), String> {
+            match (file, self.0.column(column)) {
+                ("accounts", Some(c)) => Ok((0, Arc::clone(&self.0), c)),
+                _ => Err(format!("no `{file}.{column}`")),
+            }
+        }
+        fn env(&self, name: &str) -> Option<String> {
+            (name == "API_KEY").then(|| "s3cr3t".to_string())
+        }
+    }
+
+    #[test]
+    fn variables_data_columns_and_env_values_render_from_indices() {
+        let table = Arc::new(DataTable::new(
+            "accounts",
+            vec!["email".into(), "name".into()],
+            vec![
+                vec!["a@x".into(), "Ann".into()],
+                vec!["b@x".into(), "Bob".into()],
+            ],
+        ));
+        let names = TestNames(table);
+        let template = Template::compile_with(
+            "/u/{{id}}?t={{ token }}&e={{accounts.email}}&n={{accounts.name}}&k={{env.API_KEY}}",
+            &names,
+        )
+        .expect("compiles");
+        assert!(template.has_secret() && !template.is_constant());
+        assert_eq!(template.data_files().collect::<Vec<_>>(), [0, 0]);
+        assert_eq!(template.variables().collect::<Vec<_>>(), [1, 0]);
+        assert!(
+            !format!("{template:?}").contains("s3cr3t"),
+            "Debug never shows a secret"
+        );
+        let mut ctx = context(1, 1);
+        ctx.vars = vec!["tok".into(), "42".into()];
+        ctx.rows = vec![1];
+        let mut out = String::new();
+        template.render_into(&mut out, &mut ctx);
+        assert_eq!(out, "/u/42?t=tok&e=b@x&n=Bob&k=s3cr3t");
+
+        let constant = Template::compile_with("Key {{env.API_KEY}}", &names).expect("compiles");
+        assert!(constant.is_constant() && !constant.is_literal());
+        let missing = Template::compile_with("x{{env.NOPE}}", &names).unwrap_err();
+        assert_eq!(missing.offset, 1);
+        assert!(
+            missing.message.contains("`NOPE` is not set"),
+            "{}",
+            missing.message
+        );
+        assert!(Template::compile_with("{{env.A-B}}", &names).is_err());
+        let unknown = Template::compile_with("{{accounts.zip}}", &names).unwrap_err();
+        assert!(
+            unknown.message.contains("accounts.zip"),
+            "{}",
+            unknown.message
+        );
+        // Without names a bare word is still an unknown placeholder.
+        assert!(Template::compile("{{id}}").is_err());
     }
 
     #[test]

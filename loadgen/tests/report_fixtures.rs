@@ -220,6 +220,9 @@ fn measure(run_dir: &Path, dir_rel: &str, b: Behaviour, seed: u64) -> Measuremen
         generator_threads: 2,
         probe_lag,
         first_send_late_us: None,
+        stopped_early: None,
+        flow_steps_skipped: 0,
+        iterations_measured: None,
     };
     build_measurement(
         &recording,
@@ -305,6 +308,7 @@ fn measure_run(
         variants: summaries,
         migration_table: None,
         shards: Vec::new(),
+        baseline: None,
     };
     let info = RunInfo {
         schema_version: results::SCHEMA_VERSION,
@@ -398,6 +402,7 @@ fn measure_run(
         repeat,
         shard: None,
         merged_from: Vec::new(),
+        placement: None,
     };
     (summary, info)
 }
@@ -616,6 +621,7 @@ fn verdicts_run(run_dir: &Path) {
     summary.migration_table = Some(MigrationPair {
         before: "node-before".into(),
         after: "rust-tuned".into(),
+        fair_before: None,
     });
     info.scenario.name = "fixture-verdicts".into();
     info.scenario.path = "scenarios/fixture-verdicts.toml".into();
@@ -919,8 +925,12 @@ fn the_terminal_table_says_whose_numbers_each_row_holds() {
     assert!(ramp.contains("*240/s 6.8 ms ✓"), "{ramp}");
     assert!(line("rust-n-plus-one", "60 req/s ±10").contains("80/s 310.0 ms ✗"));
     // The migration table: the invalid "before" gives no ratio at all.
-    let migration = &text[text.find("migration:").expect("a migration table")..];
-    assert!(migration.starts_with("migration: node-before [INVALID] → rust-tuned"));
+    let migration = &text[text.find("migration (").expect("a migration table")..];
+    assert!(
+        migration
+            .starts_with("migration (the seed's comparison): node-before [INVALID] → rust-tuned"),
+        "{migration}"
+    );
     // (The notes under the table may quote a reason's own "×", as in Little's law.)
     for row in migration.lines().take_while(|l| !l.starts_with("note:")) {
         assert!(!row.contains('×') && !row.contains('÷'), "{row}");

@@ -242,14 +242,19 @@ fn the_migration_scenario_parses() {
         [
             "node-before",
             "node-batched",
-            "rust-n-plus-one",
+            "node-cluster",
+            "rust-batched",
             "rust-tuned"
         ]
     );
     let pair = s.migration_table.expect("migration_table");
     assert_eq!(
-        (pair.before.as_str(), pair.after.as_str()),
-        ("node-before", "rust-tuned")
+        (
+            pair.before.as_str(),
+            pair.after.as_str(),
+            pair.fair_before.as_deref()
+        ),
+        ("node-before", "rust-tuned", Some("node-cluster"))
     );
     let ramp = s.find_max.expect("find_max");
     assert!(
@@ -257,8 +262,29 @@ fn the_migration_scenario_parses() {
             .windows(2)
             .all(|w| w[0].rate_per_sec < w[1].rate_per_sec)
     );
-    // No handicapping: one fixed rate for everyone, and the same pool for the first three.
-    for v in &s.variants[..3] {
+    // Every step of the walk changes exactly one thing: the target's kind or one knob. How a
+    // runtime uses the cores (Node's workers) belongs to the runtime when the kind changes.
+    for step in s.variants.windows(2) {
+        let (from, to) = (&step[0], &step[1]);
+        let kind = usize::from(from.target.kind() != to.target.kind());
+        let runtime_knob = |k: &str| kind == 1 && k == "node_workers";
+        let keys: std::collections::BTreeSet<&String> =
+            from.knobs.keys().chain(to.knobs.keys()).collect();
+        let knobs = keys
+            .iter()
+            .filter(|k| !runtime_knob(k) && from.knobs.get(**k) != to.knobs.get(**k))
+            .count();
+        assert_eq!(
+            kind + knobs,
+            1,
+            "{} → {} changes {} things",
+            from.name,
+            to.name,
+            kind + knobs
+        );
+    }
+    // No handicapping: the same total pool until the step that exists to change it.
+    for v in &s.variants[..4] {
         assert_eq!(v.knobs["pool_max"], "10", "{}", v.name);
     }
 }
@@ -286,4 +312,59 @@ fn run_duration_replaces_one_stage_and_refuses_several() {
     );
     assert_eq!(two.load.duration.as_secs(), 4, "left as the file says");
     assert!(one.load.set_duration(std::time::Duration::ZERO).is_err());
+}
+
+#[test]
+fn cpus_and_baseline_are_checked_with_their_lines() {
+    let e = error_of(&format!(
+        "{VALID}[cpus]\ntarget = \"1\"\npostgres = \"3-1\"\n"
+    ));
+    assert_names(&e, 13, "cpus.postgres");
+    assert!(e.contains("backwards"), "{e}");
+    let e = error_of(&format!("{VALID}[cpus]\ngenrator = \"1\"\n"));
+    assert!(e.contains("genrator"), "{e}");
+    // A url target has no database for pgbench to measure.
+    let e = error_of(&format!(
+        "{VALID}[baseline]\npgbench = {{ clients = 8, seconds = 5 }}\n"
+    ));
+    assert_names(&e, 12, "baseline.pgbench");
+    let api = VALID.replace(
+        "kind = \"url\"\nurl = \"http://127.0.0.1:9\"",
+        "kind = \"api\"",
+    );
+    let e = error_of(&format!(
+        "{api}[baseline]\npgbench = {{ clients = 0, seconds = 5 }}\n"
+    ));
+    assert_names(&e, 11, "baseline.pgbench.clients");
+    let ok = scenario::parse(
+        &format!("{api}[baseline]\npgbench = {{ seconds = 3 }}\n[cpus]\ngenerator = \"0-1\"\n"),
+        Path::new("scen.toml"),
+    )
+    .expect("valid");
+    let spec = ok.baseline.expect("a baseline");
+    assert_eq!((spec.clients, spec.seconds, spec.threads), (32, 3, None));
+    assert_eq!(ok.cpus.generator.map(|c| c.to_string()), Some("0-1".into()));
+}
+
+#[test]
+fn the_api_ceiling_scenarios_parse_with_a_baseline_and_a_placement() {
+    for file in ["api-ceiling.toml", "api-ceiling-mixed.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios")
+            .join(file);
+        let s = scenario::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(s.baseline.is_some(), "{file}");
+        assert!(!s.cpus.is_empty(), "{file}");
+        assert!(s.find_max.is_some(), "{file}");
+        // One knob per variant against the first.
+        let first = &s.variants[0];
+        for v in &s.variants[1..] {
+            let changed = v
+                .knobs
+                .iter()
+                .filter(|(k, val)| first.knobs.get(*k) != Some(val))
+                .count();
+            assert_eq!(changed, 1, "{file}: {} changes {changed} knobs", v.name);
+        }
+    }
 }

@@ -47,6 +47,9 @@ use std::time::Duration;
 
 pub use docker::{DockerEndpoint, PING_TIMEOUT, docker_available, ping_docker};
 pub use error::ProvisionError;
+/// The directory of the PostgreSQL server binaries (`pg_config --bindir`, `PATH`, then
+/// `/usr/lib/postgresql/*/bin`); pgbench and psql usually live there too.
+pub use local::find_bindir as server_bindir;
 pub use url::redact;
 
 /// Server settings for every server we start (local cluster and container alike), so numbers

@@ -358,7 +358,7 @@ impl Drop for LocalCluster {
 
 /// The directory holding `initdb` and `postgres`: `pg_config --bindir`, then each `PATH` entry,
 /// then the highest version under `/usr/lib/postgresql/*/bin`.
-pub(crate) fn find_bindir() -> Result<PathBuf, ProvisionError> {
+pub fn find_bindir() -> Result<PathBuf, ProvisionError> {
     let mut searched = Vec::new();
     match Command::new("pg_config")
         .arg("--bindir")

@@ -6,17 +6,25 @@
 //!   Content-Type, the scenario's own) and — when the path has no placeholder — its URI built
 //!   once; each send clones them (reference counts) and renders only what varies.
 //! - [`exchange`]: sends one request on the user's connection (connecting first when there is
-//!   none or the server closed it) and reads the body to its end without copying or decoding it.
-//!   The hyper connection future is polled in the same task, alongside the response, so a
-//!   request costs no wake-up of another task.
+//!   none or the server closed it) and reads the body to its end without copying or decoding it
+//!   — unless the request is a flow step that checks or extracts from its answer: then the
+//!   headers and the first [`crate::flow::MAX_CAPTURED_BODY_BYTES`] of the body are kept
+//!   ([`Captured`]). The hyper connection future is polled in the same task, alongside the
+//!   response, so a request costs no wake-up of another task.
+//!
+//! Header values may be templates (`Bearer {{token}}`, `{{env.API_KEY}}`): a constant one is
+//! rendered once here, marked sensitive; the others are rendered per send. A rendered value is
+//! never put in an error message (it may hold a secret).
 //!
 //! Bodies are not decompressed: with `Accept-Encoding: gzip` the server still compresses (that
-//! is its cost, and what clients ask for), and the full-body time is the last byte on the wire.
+//! is its cost, and what clients ask for), and the full-body time is the last byte on the wire
+//! (a flow step's captured body is inflated for its checks by [`crate::flow`], after timing).
 //! A request the server never saw because it had just closed an idle keep-alive connection is
 //! retried once on a new connection (what browsers and hyper's pooled client do); any other
 //! failure is the request's error.
 
 use super::EngineError;
+use crate::flow::Captured;
 use crate::scenario::RequestSpec;
 use crate::template::{RenderContext, Template};
 use bytes::Bytes;
@@ -110,6 +118,8 @@ pub struct PreparedRequest {
     fixed_uri: Option<Uri>,
     path: Template,
     body: Option<Template>,
+    /// Header values rendered per send (they read variables, data rows or the RNG).
+    header_templates: Vec<(HeaderName, Template)>,
 }
 
 /// A user's reusable buffers for rendering.
@@ -118,6 +128,7 @@ pub struct RenderBuffers {
     path: String,
     uri: String,
     body: String,
+    header: String,
 }
 
 impl RenderBuffers {
@@ -126,15 +137,38 @@ impl RenderBuffers {
             path: String::with_capacity(128),
             uri: String::with_capacity(128),
             body: String::with_capacity(256),
+            header: String::new(),
         }
     }
 }
 
-/// Why one request could not even be built (a rendered path that is not a valid URI).
+/// Why one request could not even be built (a rendered path that is not a valid URI, a rendered
+/// header value with a line break). It never holds a rendered value that may contain a secret.
 #[derive(Debug, thiserror::Error)]
-#[error("the rendered path `{path}` is not a valid URI path")]
-pub struct BuildError {
-    pub path: String,
+pub enum BuildError {
+    #[error("the rendered path `{path}` is not a valid URI path")]
+    Path { path: String },
+    #[error(
+        "the rendered path is not a valid URI path (not shown: it holds an {{{{env.*}}}} value)"
+    )]
+    SecretPath,
+    #[error("the rendered value of header `{name}` is not a header value")]
+    Header { name: String },
+}
+
+/// A placeholder-free context for rendering constant templates once.
+fn constant_context() -> RenderContext {
+    RenderContext::new(
+        0,
+        0,
+        std::sync::Arc::new(crate::template::SharedTemplateState {
+            users: 1,
+            posts: 1,
+            run_nonce: String::new(),
+            seq: 0.into(),
+            seq_step: 1,
+        }),
+    )
 }
 
 impl PreparedRequest {
@@ -167,38 +201,47 @@ impl PreparedRequest {
             })?;
             headers.insert(ACCEPT_ENCODING, value);
         }
+        let mut header_templates = Vec::new();
         for (name, value) in &spec.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
+            let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad(&format!("`{name}` is not a header name")))?;
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            let not_a_value = || {
                 bad(&format!(
                     "the value of header `{name}` is not a header value"
                 ))
-            })?;
-            headers.append(name, value);
+            };
+            match spec.step.headers.iter().find(|(n, _)| n == name) {
+                None => {
+                    let value = HeaderValue::from_str(value).map_err(|_| not_a_value())?;
+                    headers.append(header, value);
+                }
+                Some((_, template)) if template.is_constant() => {
+                    let mut text = String::new();
+                    template.render_into(&mut text, &mut constant_context());
+                    let mut value = HeaderValue::from_str(&text).map_err(|_| not_a_value())?;
+                    value.set_sensitive(template.has_secret());
+                    headers.append(header, value);
+                }
+                Some((_, template)) => header_templates.push((header, template.clone())),
+            }
         }
         if spec.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let fixed_uri = if spec.path.is_literal() {
+        let fixed_uri = if spec.path.is_constant() {
             let mut scratch = RenderBuffers::new();
-            // A literal renders the same whatever the context.
-            let mut render = RenderContext::new(
-                0,
-                0,
-                std::sync::Arc::new(crate::template::SharedTemplateState {
-                    users: 1,
-                    posts: 1,
-                    run_nonce: String::new(),
-                    seq: 0.into(),
-                    seq_step: 1,
-                }),
-            );
-            spec.path.render_into(&mut scratch.path, &mut render);
+            // A constant renders the same whatever the context.
+            spec.path
+                .render_into(&mut scratch.path, &mut constant_context());
             let text = format!("{}{}", endpoint.prefix, scratch.path);
+            let shown = if spec.path.has_secret() {
+                spec.path_source.as_str()
+            } else {
+                text.as_str()
+            };
             Some(
                 Uri::try_from(text.as_str())
-                    .map_err(|_| bad(&format!("the path `{text}` is not a valid URI path")))?,
+                    .map_err(|_| bad(&format!("the path `{shown}` is not a valid URI path")))?,
             )
         } else {
             None
@@ -209,6 +252,7 @@ impl PreparedRequest {
             fixed_uri,
             path: spec.path.clone(),
             body: spec.body.clone(),
+            header_templates,
         })
     }
 
@@ -232,8 +276,14 @@ impl PreparedRequest {
                     buffers.uri.push_str(&buffers.path);
                     buffers.uri.as_str()
                 };
-                Uri::try_from(text).map_err(|_| BuildError {
-                    path: text.to_string(),
+                Uri::try_from(text).map_err(|_| {
+                    if self.path.has_secret() {
+                        BuildError::SecretPath
+                    } else {
+                        BuildError::Path {
+                            path: text.to_string(),
+                        }
+                    }
                 })?
             }
         };
@@ -248,6 +298,15 @@ impl PreparedRequest {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
+        for (name, template) in &self.header_templates {
+            template.render_into(&mut buffers.header, render);
+            let mut value =
+                HeaderValue::from_str(&buffers.header).map_err(|_| BuildError::Header {
+                    name: name.to_string(),
+                })?;
+            value.set_sensitive(true);
+            request.headers_mut().append(name.clone(), value);
+        }
         Ok(request)
     }
 }
@@ -310,13 +369,16 @@ enum Readiness {
 pub type ExchangeResult = Result<u16, ExchangeError>;
 
 /// Sends `request` on the user's connection (opening one if needed) and reads the whole body.
-/// `headers_at` is set when the response head arrives. When the future is dropped before it
-/// completes (timeout, Ctrl-C), the caller must drop the connection: a request is in flight on it.
+/// `headers_at` is set when the response head arrives. With `capture`, the response headers and
+/// the body's first [`crate::flow::MAX_CAPTURED_BODY_BYTES`] are kept there (the rest is read and dropped).
+/// When the future is dropped before it completes (timeout, Ctrl-C), the caller must drop the
+/// connection: a request is in flight on it.
 pub async fn exchange(
     connection: &mut Option<Connection>,
     endpoint: &Endpoint,
     mut request: Request<RequestBody>,
     headers_at: &mut Option<Instant>,
+    mut capture: Option<&mut Captured>,
 ) -> ExchangeResult {
     let mut retried = false;
     loop {
@@ -385,7 +447,14 @@ pub async fn exchange(
         };
         *headers_at = Some(Instant::now());
         let status = response.status().as_u16();
-        let mut body: Incoming = response.into_body();
+        let mut body: Incoming = match capture.as_deref_mut() {
+            None => response.into_body(),
+            Some(captured) => {
+                let (parts, body) = response.into_parts();
+                captured.headers = parts.headers;
+                body
+            }
+        };
         loop {
             let frame = poll_fn(|cx| {
                 conn.drive(cx);
@@ -397,7 +466,13 @@ pub async fn exchange(
             .await;
             match frame {
                 None => return Ok(status),
-                Some(Ok(_frame)) => {}
+                Some(Ok(frame)) => {
+                    if let Some(captured) = capture.as_deref_mut()
+                        && let Some(data) = frame.data_ref()
+                    {
+                        captured.push(data);
+                    }
+                }
                 Some(Err(e)) => {
                     *connection = None;
                     return Err(ExchangeError::Http(e));
@@ -426,6 +501,7 @@ mod tests {
             expect_status: None,
             weight: 1,
             headers: BTreeMap::from([("x-trace".to_string(), "bench".to_string())]),
+            step: crate::flow::StepSpec::default(),
         }
     }
 
@@ -548,7 +624,7 @@ mod tests {
             // caller's timeout; bounded here so a regression fails instead of hanging.
             let status = tokio::time::timeout(
                 Duration::from_secs(5),
-                exchange(&mut connection, &endpoint, request, &mut headers_at),
+                exchange(&mut connection, &endpoint, request, &mut headers_at, None),
             )
             .await
             .unwrap_or_else(|_| panic!("exchange {attempt} hung on a closed connection"))

@@ -37,13 +37,24 @@
 //! on a second Ctrl-C. The `apibench` binary installs its own handler first, so goose's
 //! registration fails harmlessly; cancellation reaches the users through a `watch` channel.
 //! Nothing outside this module knows goose exists.
+//!
+//! What a user picks, by weight, is a *unit* ([`UnitSpec`]): top-level request `i` is unit `i`,
+//! then each `[[flows]]` is one unit whose steps run in order. A slot (open model) or a turn
+//! (closed) is one unit: its first step's latency counts from the slot's due time, every later
+//! step's from the previous step's completion (its intended send time). A plain request — no
+//! check, no extraction — is sent exactly as before: no capture of its answer, no variable,
+//! no lookup by name (templates were resolved to indices at parse time). Flow variables live in
+//! the user's [`RenderContext`]; data-file rows are drawn per iteration from the phase's shared
+//! [`DataFeeds`]. When a `unique` data file with `on_exhausted = "stop"` runs out, no user takes
+//! another slot, and [`EngineOutcome::stopped_early`] says why.
 
 pub mod http;
 pub mod workers;
 
+use crate::flow::{self, Captured, DataFeeds};
 use crate::pacer::GridPacer;
 use crate::recorder::{Sample, Sink, WorkerRecorder, new_histogram, record_clamped};
-use crate::scenario::{LoadModel, RequestSpec};
+use crate::scenario::{FlowSet, LoadModel, RequestSpec, UnitSpec};
 use crate::schedule::{self, Schedule, SchedulePlan};
 use crate::template::{RenderContext, SharedTemplateState};
 use goose::config::GooseConfiguration;
@@ -93,10 +104,15 @@ pub struct LoadPlan {
     pub request_timeout: Duration,
     pub seed: u64,
     pub requests: Arc<Vec<RequestSpec>>,
+    /// The units the weighted pick chooses from (requests, then flows) and the data files;
+    /// empty units: one per request ([`FlowSet::for_requests`]).
+    pub flows: Arc<FlowSet>,
     pub templates: Arc<SharedTemplateState>,
     /// Start the schedule at this instant instead of when the first user is ready (`--start-at`:
     /// shards on several machines begin together). Users connect before it and wait.
     pub start_at: Option<Instant>,
+    /// `run --serve`: where the users busy are published, four times a second.
+    pub live: Option<Arc<crate::live::LiveState>>,
 }
 
 /// How sends wait for their due time.
@@ -140,6 +156,15 @@ pub struct EngineOutcome {
     /// How late the phase's first send left after its due time, µs (a `--start-at` start's
     /// own error on this machine).
     pub first_send_late_us: Option<u64>,
+    /// Why the users stopped before the schedule's end (`data file accounts exhausted after N
+    /// rows`); `None`: they did not.
+    pub stopped_early: Option<String>,
+    /// Flow steps not sent after the warm-up because an earlier step of their iteration failed.
+    pub flow_steps_skipped: u64,
+    /// A scenario with flows: the units (slots) started after the warm-up, so that a rate of
+    /// iterations can be compared with the requests they sent. `None` without flows (one
+    /// request per slot).
+    pub iterations_measured: Option<u64>,
 }
 
 /// How long after the schedule's end overdue slots are still sent: the request timeout, at least
@@ -169,7 +194,15 @@ struct Shared {
     plan: LoadPlan,
     endpoint: http::Endpoint,
     requests: Vec<http::PreparedRequest>,
+    /// Over the units of `flows`.
     cumulative_weights: Vec<u64>,
+    flows: Arc<FlowSet>,
+    /// This phase's data-file row counters.
+    feeds: DataFeeds,
+    /// Flow steps skipped after a failed step (after the warm-up).
+    steps_skipped: AtomicU64,
+    /// Per request: a failed check or extraction was logged once already.
+    step_failure_warned: Vec<std::sync::atomic::AtomicBool>,
     schedule: Schedule,
     next_user: AtomicU64,
     /// One per worker thread.
@@ -189,6 +222,8 @@ struct WorkerLane {
     max_users: usize,
     busy_users: AtomicUsize,
     peak_busy_users: AtomicUsize,
+    /// Flows only: units started after the warm-up by this worker's users.
+    iterations_measured: AtomicU64,
     /// This worker's copy of the cancellation (a worker-local waiter list).
     cancel: watch::Sender<bool>,
     /// The worker's one timerfd for every precise wait on it (made on the worker's runtime by
@@ -229,14 +264,25 @@ pub async fn run(
         .iter()
         .map(|r| http::PreparedRequest::new(r, &endpoint, plan.accept_encoding.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
+    let flows = if plan.flows.units.is_empty() {
+        Arc::new(FlowSet::for_requests(&plan.requests))
+    } else {
+        Arc::clone(&plan.flows)
+    };
     let mut total = 0u64;
-    let cumulative_weights = plan
-        .requests
+    let cumulative_weights = flows
+        .units
         .iter()
-        .map(|r| {
-            total += u64::from(r.weight);
+        .map(|u| {
+            total += u64::from(u.weight);
             total
         })
+        .collect();
+    let feeds = DataFeeds::new(&flows.data_files, plan.schedule.shard_slice());
+    let step_failure_warned = plan
+        .requests
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();
     let users = plan.users.max(1);
     let max_users = match plan.model {
@@ -255,6 +301,7 @@ pub async fn run(
             max_users: dealt(max_users, w, threads),
             busy_users: AtomicUsize::new(0),
             peak_busy_users: AtomicUsize::new(0),
+            iterations_measured: AtomicU64::new(0),
             cancel: watch::channel(false).0,
             pacer: std::sync::OnceLock::new(),
             recorder: std::sync::Mutex::new(Some(sink.worker_recorder())),
@@ -274,6 +321,10 @@ pub async fn run(
         lanes,
         plan,
         cumulative_weights,
+        flows,
+        feeds,
+        steps_skipped: AtomicU64::new(0),
+        step_failure_warned,
         next_user: AtomicU64::new(0),
         finished_users: std::sync::Mutex::new(std::collections::HashSet::new()),
         first_send_late_us: std::sync::OnceLock::new(),
@@ -370,7 +421,28 @@ pub async fn run(
                 .spawn(probe_runtime(Arc::clone(&shared), w))
         })
         .collect();
+    // `run --serve`: the users busy now, summed over the lanes every 250 ms (reads only; the
+    // users' path is unchanged).
+    let publish_busy = shared.plan.live.clone().map(|live| {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                let busy = shared
+                    .lanes
+                    .iter()
+                    .map(|lane| lane.busy_users.load(Ordering::Relaxed));
+                live.set_users_busy(busy.sum());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
     let result = attack.execute().await;
+    if let Some(task) = publish_busy {
+        task.abort();
+    }
+    if let Some(live) = &shared.plan.live {
+        live.set_users_busy(0);
+    }
     notify.abort();
     forward.abort();
     for lane in &shared.lanes {
@@ -412,7 +484,26 @@ pub async fn run(
         generator_threads: threads,
         probe_lag,
         first_send_late_us: shared.first_send_late_us.get().copied(),
+        stopped_early: shared.feeds.exhausted_note(),
+        flow_steps_skipped: shared.steps_skipped.load(Ordering::Relaxed),
+        iterations_measured: (shared.flows.flows > 0).then(|| {
+            shared
+                .lanes
+                .iter()
+                .map(|lane| lane.iterations_measured.load(Ordering::Relaxed))
+                .sum()
+        }),
     })
+}
+
+impl Shared {
+    /// No user takes another slot: the schedule hands out nothing more and dormant users leave.
+    fn stop_taking_slots(&self) {
+        self.schedule.exhaust();
+        for lane in &self.lanes {
+            lane.growth.send_modify(|g| g.done = true);
+        }
+    }
 }
 
 /// Users allowed to run, and whether the schedule is over (dormant users then leave).
@@ -467,6 +558,31 @@ enum Answer {
     TimedOut,
 }
 
+/// One send's outcome, recorded by the caller once checks and extractions have run.
+struct Sent {
+    sample: Sample,
+    status: u16,
+    failed: bool,
+}
+
+/// What one user keeps from its first request to its last (all on its worker's thread).
+struct User<'a> {
+    shared: &'a Shared,
+    lane: &'a WorkerLane,
+    /// The schedule's start: offsets are from it.
+    start: Instant,
+    render: RenderContext,
+    buffers: http::RenderBuffers,
+    connection: Option<http::Connection>,
+    /// When the user's previous request completed (free from the schedule's start at first).
+    user_free_at: Instant,
+    /// A flow step's answer, for its checks and extractions (reused: no allocation per step).
+    captured: Captured,
+    scratch: String,
+    /// Per flow: its setup has run for this user.
+    setup_done: Vec<bool>,
+}
+
 /// One user (global index `user_index`), from its first request to its last, on its worker.
 async fn user_life(shared: Arc<Shared>, user_index: u64) {
     let workers = shared.lanes.len();
@@ -495,35 +611,48 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
     };
     let mut cancelled = pin!(cancelled);
     let plan = &shared.plan;
-    let mut render = RenderContext::new(plan.seed, user_index, Arc::clone(&plan.templates));
     let start = shared.schedule.start();
     let warmup_end = start + plan.schedule.warmup();
     let closed_deadline = start + plan.schedule.end_offset();
     let give_up_at = closed_deadline + drain_grace(plan.request_timeout);
-    let mut buffers = http::RenderBuffers::new();
-    let mut connection: Option<http::Connection> = None;
+    let mut render = RenderContext::new(plan.seed, user_index, Arc::clone(&plan.templates));
+    render.vars = vec![String::new(); shared.flows.variable_slots];
+    render.rows = vec![0; shared.flows.data_files.len()];
+    let mut user = User {
+        shared: &shared,
+        lane,
+        start,
+        render,
+        buffers: http::RenderBuffers::new(),
+        connection: None,
+        // Free from the schedule's start (later than now only with `--start-at`).
+        user_free_at: Instant::now().max(start),
+        captured: Captured::default(),
+        scratch: String::new(),
+        setup_done: vec![false; shared.flows.flows],
+    };
     // The request timeout, checked lazily: this sleep is re-armed only when it fires, to the
     // current request's deadline — one timer operation per `timeout`, not one per request.
     let mut deadline_timer = pin!(tokio::time::sleep_until(
         (Instant::now() + plan.request_timeout).into()
     ));
-    // Free from the schedule's start (later than now only with `--start-at`).
-    let mut user_free_at = Instant::now().max(start);
     let mut first = true;
+    let has_flows = shared.flows.flows > 0;
 
     loop {
-        // When this request should go out, and from when its latency counts.
-        let (due, in_warmup) = match plan.model {
+        // A unique data file ran out: no user takes a new iteration.
+        if shared.feeds.is_exhausted() {
+            break;
+        }
+        // When this request (or flow iteration) should go out, and from when its latency counts.
+        let (due, in_warmup, recorded_unit) = match plan.model {
             LoadModel::Open => match shared.schedule.take_from(worker) {
                 Some(slot) => {
                     let now = Instant::now();
                     // Past the schedule's end by more than the grace: the rest of the backlog is
                     // dropped (counted as such), so an overloaded run still stops by itself.
                     if now > give_up_at {
-                        shared.schedule.exhaust();
-                        for lane in &shared.lanes {
-                            lane.growth.send_modify(|g| g.done = true);
-                        }
+                        shared.stop_taking_slots();
                         break;
                     }
                     // Overdue already: every active user of this worker was busy. Grow, up to
@@ -535,7 +664,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                             grow
                         });
                     }
-                    (slot.due, slot.in_warmup)
+                    (slot.due, slot.in_warmup, slot.request)
                 }
                 None => {
                     lane.growth.send_modify(|g| g.done = true);
@@ -544,14 +673,14 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             },
             LoadModel::Closed => {
                 let due = if first {
-                    user_free_at
+                    user.user_free_at
                 } else {
-                    user_free_at + plan.think_time
+                    user.user_free_at + plan.think_time
                 };
                 if due >= closed_deadline {
                     break;
                 }
-                (due, due < warmup_end)
+                (due, due < warmup_end, None)
             }
         };
         first = false;
@@ -562,6 +691,151 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                 () = lane.sleep_until(plan.timer, due) => {}
             }
         }
+
+        // Unit i: top-level request i, then the flows.
+        // A replay's slot carries its recorded request (a top-level request is unit i).
+        let unit_index =
+            recorded_unit.unwrap_or_else(|| pick(&shared.cumulative_weights, &mut user.render));
+        let Some(unit) = shared.flows.units.get(unit_index) else {
+            break;
+        };
+        if !unit.data_files.is_empty()
+            && shared
+                .feeds
+                .draw(&unit.data_files, &mut user.render)
+                .is_err()
+        {
+            shared.stop_taking_slots();
+            break;
+        }
+        if has_flows && !in_warmup {
+            lane.iterations_measured.fetch_add(1, Ordering::Relaxed);
+        }
+        let carried_on = user
+            .run_unit(
+                unit,
+                due,
+                in_warmup,
+                deadline_timer.as_mut(),
+                cancelled.as_mut(),
+            )
+            .await;
+        if !carried_on {
+            break;
+        }
+    }
+}
+
+impl User<'_> {
+    /// One iteration of `unit`: its setup first if this user has not run it yet, then its
+    /// steps, each sent when the previous one completed (the first at `due`). A failed step
+    /// (error, timeout, check, extraction) ends the iteration: the steps after it are skipped
+    /// and counted. `false` when Ctrl-C stopped it.
+    async fn run_unit<C: Future<Output = ()>>(
+        &mut self,
+        unit: &UnitSpec,
+        mut due: Instant,
+        in_warmup: bool,
+        mut deadline_timer: Pin<&mut tokio::time::Sleep>,
+        mut cancelled: Pin<&mut C>,
+    ) -> bool {
+        let shared = self.shared;
+        let needs_setup = unit
+            .flow
+            .is_some_and(|f| !self.setup_done.get(f).copied().unwrap_or(true));
+        let setup: &[usize] = if needs_setup { &unit.setup } else { &[] };
+        let total = setup.len() + unit.steps.len();
+        for k in 0..total {
+            let Some(&request_index) = setup.get(k).or_else(|| unit.steps.get(k - setup.len()))
+            else {
+                return false;
+            };
+            let Some(spec) = shared.plan.requests.get(request_index) else {
+                return false;
+            };
+            // Only a step that checks or extracts keeps its answer; the rest read and drop it.
+            let capture = spec.step.captures();
+            if capture {
+                self.captured.reset(spec.step.captures_body());
+            }
+            let Some(mut sent) = self
+                .send(
+                    request_index,
+                    due,
+                    in_warmup,
+                    capture,
+                    deadline_timer.as_mut(),
+                    cancelled.as_mut(),
+                )
+                .await
+            else {
+                return false;
+            };
+            if !sent.failed
+                && !spec.step.is_plain()
+                && let Err(failure) = flow::evaluate(
+                    &spec.step,
+                    sent.status,
+                    &self.captured,
+                    &mut self.render,
+                    &mut self.scratch,
+                )
+            {
+                sent.failed = true;
+                sent.sample.error = true;
+                let warned = shared
+                    .step_failure_warned
+                    .get(request_index)
+                    .is_none_or(|w| w.swap(true, Ordering::Relaxed));
+                if !warned {
+                    tracing::warn!(
+                        request = %spec.name,
+                        "{} (counted as an error; later failures of this step are not logged)",
+                        failure.describe(&spec.step)
+                    );
+                }
+            }
+            if let Ok(mut recorder) = self.lane.recorder.lock()
+                && let Some(recorder) = recorder.as_mut()
+            {
+                recorder.record(&sent.sample);
+            }
+            if sent.failed {
+                let skipped = (total - k - 1) as u64;
+                if skipped > 0 && !in_warmup {
+                    shared.steps_skipped.fetch_add(skipped, Ordering::Relaxed);
+                }
+                return true;
+            }
+            if needs_setup
+                && k + 1 == setup.len()
+                && let Some(done) = unit.flow.and_then(|f| self.setup_done.get_mut(f))
+            {
+                *done = true;
+            }
+            // The next step's intended send time: this one's completion.
+            due = self.user_free_at;
+        }
+        true
+    }
+
+    /// Sends request `request_index` (intended at `due`) on the user's connection, waits for
+    /// its whole answer (kept in `self.captured` when `capture`), and times it. `None` when
+    /// Ctrl-C dropped it.
+    async fn send<C: Future<Output = ()>>(
+        &mut self,
+        request_index: usize,
+        due: Instant,
+        in_warmup: bool,
+        capture: bool,
+        mut deadline_timer: Pin<&mut tokio::time::Sleep>,
+        mut cancelled: Pin<&mut C>,
+    ) -> Option<Sent> {
+        let shared = self.shared;
+        let plan = &shared.plan;
+        let lane = self.lane;
+        let prepared = shared.requests.get(request_index)?;
+        let spec = plan.requests.get(request_index)?;
         let sent_at = Instant::now();
         if shared.first_send_late_us.get().is_none() {
             let late = sent_at.saturating_duration_since(due).as_micros();
@@ -569,6 +843,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                 .first_send_late_us
                 .set(u64::try_from(late).unwrap_or(u64::MAX));
         }
+        let user_free_at = self.user_free_at;
         let send_lag = schedule::send_lag(due, user_free_at, sent_at);
         let generator_late = send_lag > schedule::LATE_THRESHOLD;
         let backlogged =
@@ -577,13 +852,6 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
         let busy = lane.busy_users.fetch_add(1, Ordering::Relaxed) + 1;
         lane.peak_busy_users.fetch_max(busy, Ordering::Relaxed);
 
-        let request_index = pick(&shared.cumulative_weights, &mut render);
-        let Some(prepared) = shared.requests.get(request_index) else {
-            break;
-        };
-        let Some(spec) = plan.requests.get(request_index) else {
-            break;
-        };
         // Latency counts from the due time (open: a backlog behind a busy server is the
         // server's) or the actual send (closed) — never the generator's own send lag.
         let latency_origin = match plan.model {
@@ -591,15 +859,20 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             LoadModel::Closed => sent_at,
         };
         let mut headers_at = None;
-        let answer = match prepared.build(&shared.endpoint, &mut buffers, &mut render) {
+        let answer = match prepared.build(&shared.endpoint, &mut self.buffers, &mut self.render) {
             Err(e) => {
                 tracing::warn!(request = %spec.name, "{e}");
                 Some(Answer::Done(Ok(0)))
             }
             Ok(request) => {
                 let deadline = sent_at + plan.request_timeout;
-                let exchange =
-                    http::exchange(&mut connection, &shared.endpoint, request, &mut headers_at);
+                let exchange = http::exchange(
+                    &mut self.connection,
+                    &shared.endpoint,
+                    request,
+                    &mut headers_at,
+                    capture.then_some(&mut self.captured),
+                );
                 let mut exchange = pin!(exchange);
                 loop {
                     tokio::select! {
@@ -618,9 +891,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             }
         };
         lane.busy_users.fetch_sub(1, Ordering::Relaxed);
-        let Some(answer) = answer else {
-            break;
-        };
+        let answer = answer?;
         let completed_at = Instant::now();
         let (status, failed, timed_out) = match answer {
             Answer::Done(Ok(status)) => {
@@ -636,10 +907,11 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             }
             Answer::TimedOut => {
                 // A request is still in flight on it: the connection cannot be reused.
-                connection = None;
+                self.connection = None;
                 (0, true, true)
             }
         };
+        let start = self.start;
         let sample = Sample {
             request: u16::try_from(request_index).unwrap_or(u16::MAX),
             latency_us: micros(completed_at.saturating_duration_since(latency_origin)),
@@ -656,12 +928,12 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
             send_lag_us: micros(send_lag),
             service_us: micros(completed_at.saturating_duration_since(sent_at)),
         };
-        if let Ok(mut recorder) = lane.recorder.lock()
-            && let Some(recorder) = recorder.as_mut()
-        {
-            recorder.record(&sample);
-        }
-        user_free_at = completed_at;
+        self.user_free_at = completed_at;
+        Some(Sent {
+            sample,
+            status,
+            failed,
+        })
     }
 }
 
@@ -669,7 +941,7 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Weighted pick of a request index.
+/// Weighted pick of a unit index (unit i < the top-level request count is request i).
 fn pick(cumulative_weights: &[u64], render: &mut RenderContext) -> usize {
     let total = cumulative_weights.last().copied().unwrap_or(1).max(1);
     if cumulative_weights.len() <= 1 {

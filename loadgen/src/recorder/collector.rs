@@ -15,6 +15,7 @@
 
 use super::hlog::{HlogStream, StreamWriter};
 use super::{IntervalRecording, LiveStats, Recording, Sample};
+use crate::live::{LiveFeed, PublishedCounts};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,8 @@ pub struct Sink {
     names: Arc<[String]>,
     window_end_us: u64,
     live: Arc<Mutex<LiveStats>>,
+    /// `--serve`: where the workers' counters go, once a second.
+    live_feed: Option<LiveFeed>,
 }
 
 impl Sink {
@@ -85,6 +88,7 @@ impl Sink {
             interval: 0,
             unpublished_completed: 0,
             unpublished_errors: 0,
+            live_published: PublishedCounts::default(),
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct WorkerRecorder {
     interval: u64,
     unpublished_completed: u64,
     unpublished_errors: u64,
+    /// What of this worker's counters the `--serve` live state already has.
+    live_published: PublishedCounts,
 }
 
 impl WorkerRecorder {
@@ -138,6 +144,9 @@ impl WorkerRecorder {
     /// Adds this worker's counts to the live figures; the interval just ended contributes its
     /// rate (summed over workers) and p99 (the worst worker's).
     fn publish(&mut self, now_interval: u64) {
+        if let Some(feed) = &self.sink.live_feed {
+            feed.publish_counts(&self.recording, &mut self.live_published, false);
+        }
         let ended = self.interval;
         self.interval = now_interval;
         let (p99, rate) = self.recording.intervals.get(&ended).map_or((0, 0), |i| {
@@ -164,6 +173,9 @@ impl WorkerRecorder {
 
 impl Drop for WorkerRecorder {
     fn drop(&mut self) {
+        if let Some(feed) = &self.sink.live_feed {
+            feed.publish_counts(&self.recording, &mut self.live_published, true);
+        }
         let names: Vec<String> = Vec::new();
         let recording = std::mem::replace(&mut self.recording, Recording::new(&names));
         // The collector outlives the workers; a send error only means it already gave up.
@@ -235,6 +247,18 @@ impl Collector {
         window_end_us: u64,
         output: IntervalOutput,
     ) -> std::io::Result<(Collector, Sink)> {
+        Collector::start_live(names, started, window_end_us, output, None)
+    }
+
+    /// [`Collector::start_with`], also feeding `apibench run --serve`'s live state: each
+    /// interval it writes or drops, and each worker's counters once a second.
+    pub fn start_live(
+        names: Vec<String>,
+        started: Instant,
+        window_end_us: u64,
+        output: IntervalOutput,
+        live_feed: Option<LiveFeed>,
+    ) -> std::io::Result<(Collector, Sink)> {
         let (tx, rx) = mpsc::channel::<Batch>();
         let live = Arc::new(Mutex::new(LiveStats::default()));
         let sink = Sink {
@@ -242,6 +266,7 @@ impl Collector {
             names: names.clone().into(),
             window_end_us,
             live: Arc::clone(&live),
+            live_feed: live_feed.clone(),
         };
         let mut state = State {
             recording: Recording::new(&names),
@@ -257,6 +282,7 @@ impl Collector {
             started,
             completed: 0,
             errors: 0,
+            live_feed,
         };
         state.recording.window_end_us = window_end_us;
         let handle = std::thread::Builder::new()
@@ -326,6 +352,7 @@ struct State {
     started: Instant,
     completed: u64,
     errors: u64,
+    live_feed: Option<LiveFeed>,
 }
 
 impl State {
@@ -377,6 +404,9 @@ impl State {
         self.written_before = self.written_before.max(index);
         for interval in &closed {
             note_error_statuses(&mut self.stats, interval);
+        }
+        if let Some(feed) = &self.live_feed {
+            feed.intervals_closed(self.started, &closed);
         }
         if let Output::Stream(writer) = &mut self.output
             && !closed.is_empty()

@@ -277,6 +277,13 @@ fn header(run: &SavedRun) -> String {
             )
         }),
     ));
+    if let Some(p) = info.and_then(|i| i.placement.as_ref()) {
+        let mut text = p.describe();
+        for note in &p.notes {
+            text.push_str(&format!("; {note}"));
+        }
+        facts.push(("CPU placement", text));
+    }
     facts.push((
         "PostgreSQL",
         info.map_or_else(unknown, |i| match &i.postgres {
@@ -538,7 +545,12 @@ fn summary_table(run: &SavedRun, reference: usize) -> String {
             untrusted,
         ));
         let mut reason = verdict_reason(m).map(str::to_string);
-        if m.partial {
+        if let Some(note) = &m.stopped_early {
+            reason = Some(format!(
+                "stopped early: {note}{}",
+                reason.map_or_else(String::new, |r| format!("; {r}"))
+            ));
+        } else if m.partial {
             reason = Some(format!(
                 "partial (interrupted){}",
                 reason.map_or_else(String::new, |r| format!("; {r}"))
@@ -725,6 +737,7 @@ pub fn page(run: &SavedRun, reference: usize) -> Result<String, ReportError> {
     out.push_str(&super::shards::section(run));
     out.push_str(&super::faults::section(run));
     out.push_str(&migration::migration_section(run)?);
+    out.push_str(&ramp::ceiling_section(run));
     out.push_str(&ramp::ramp_section(run));
     out.push_str(&spectrum(run)?);
     out.push_str(&time_charts::over_time(run)?);

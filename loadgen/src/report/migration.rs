@@ -25,43 +25,49 @@ fn state_suffix(state: State) -> &'static str {
 /// before/after pair (see [`crate::migration::resolve_pair`]).
 pub(super) fn migration_section(run: &SavedRun) -> Result<String, ReportError> {
     let summary = &run.summary;
-    let Some(table) = crate::migration::table(summary) else {
+    let tables = crate::migration::tables(summary);
+    if tables.is_empty() {
         return Ok(String::new());
-    };
-    let mut out = format!(
-        "<section id=\"migration\">\n<h2>Migration: {} → {}</h2>\n<div class=\"scroll\"><table>\n\
+    }
+    let mut out = String::from("<section id=\"migration\">\n");
+    for table in &tables {
+        let _ = write!(
+            out,
+            "<h2>Migration: {} → {} <small>({})</small></h2>\n<div class=\"scroll\"><table>\n\
          <tr><th></th><th>before ({}) {}</th><th>after ({}) {}</th><th>change</th>\
          <th class=\"left\">the seed claimed</th></tr>\n",
-        esc(&table.before),
-        esc(&table.after),
-        esc(&table.before),
-        verdict_badge(table.before_state),
-        esc(&table.after),
-        verdict_badge(table.after_state)
-    );
-    for row in &table.rows {
-        let change_class = if row.change.starts_with("n/a") {
-            " class=\"muted\""
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td{change_class}>{}</td><td class=\"reason\">{}</td></tr>",
-            esc(&row.metric),
-            esc(&row.before),
-            esc(&row.after),
-            esc(&row.change),
-            esc(row.seed_claim)
+            esc(&table.before),
+            esc(&table.after),
+            esc(&table.title),
+            esc(&table.before),
+            verdict_badge(table.before_state),
+            esc(&table.after),
+            verdict_badge(table.after_state)
         );
-    }
-    out.push_str("</table></div>\n");
-    if !table.notes.is_empty() {
-        out.push_str("<ul class=\"notes\">\n");
-        for note in &table.notes {
-            let _ = writeln!(out, "<li>{}</li>", esc(note));
+        for row in &table.rows {
+            let change_class = if row.change.starts_with("n/a") {
+                " class=\"muted\""
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td{change_class}>{}</td><td class=\"reason\">{}</td></tr>",
+                esc(&row.metric),
+                esc(&row.before),
+                esc(&row.after),
+                esc(&row.change),
+                esc(row.seed_claim)
+            );
         }
-        out.push_str("</ul>\n");
+        out.push_str("</table></div>\n");
+        if !table.notes.is_empty() {
+            out.push_str("<ul class=\"notes\">\n");
+            for note in &table.notes {
+                let _ = writeln!(out, "<li>{}</li>", esc(note));
+            }
+            out.push_str("</ul>\n");
+        }
     }
 
     let steps = crate::migration::steps(summary);

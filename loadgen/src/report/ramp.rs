@@ -69,6 +69,59 @@ pub(super) fn ramp_section(run: &SavedRun) -> String {
     out
 }
 
+/// `[baseline]`: the database's ceiling (pgbench) and each variant's rate as a fraction of it,
+/// with a bar per variant against the ceiling's line.
+pub(super) fn ceiling_section(run: &SavedRun) -> String {
+    let Some(b) = &run.summary.baseline else {
+        return String::new();
+    };
+    let mut out = format!(
+        "<section id=\"ceiling\">\n<h2>The database's ceiling: {} point reads/s</h2>\n\
+         <p class=\"note\">{} — {}, {} clients, {} threads, {} s{}; mean latency {}. Command: \
+         <code>{}</code>.</p>\n<div class=\"scroll\"><table>\n<tr><th class=\"left\">variant</th>\
+         <th>rate</th><th>of the ceiling</th><th class=\"left\" style=\"min-width:240px\">\
+         </th></tr>\n",
+        format_rate(b.tps),
+        esc(&b.tool),
+        esc(&b.query),
+        b.clients,
+        b.threads,
+        b.seconds,
+        b.cpus
+            .as_deref()
+            .map_or_else(String::new, |c| format!(", on CPUs {}", esc(c))),
+        b.latency_avg_ms
+            .map_or_else(|| "–".to_string(), |ms| format!("{ms:.3} ms")),
+        esc(&b.command)
+    );
+    for (i, v) in run.summary.variants.iter().enumerate() {
+        let Some((fraction, what)) = crate::baseline::fraction_of_ceiling(b, &v.figures) else {
+            continue;
+        };
+        let rate = v
+            .figures
+            .max_sustainable_rps
+            .unwrap_or(v.figures.throughput_rps);
+        let width = (fraction.clamp(0.0, 1.0) * 100.0).round();
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"left\">{}{}</td><td>{what} {} req/s</td><td>{fraction:.2}{}</td>\
+             <td class=\"left\"><div style=\"position:relative;height:14px;background:#eef1f4\">\
+             <div style=\"width:{width}%;height:14px;background:#3b6ea5\"></div></div></td></tr>",
+            swatch(i),
+            esc(&v.name),
+            format_rate(rate),
+            if v.figures.valid { "" } else { " (not valid)" }
+        );
+    }
+    out.push_str(
+        "</table></div>\n<p class=\"note\">A full bar is the database's own rate for the same \
+         query: what is missing is the cost of the HTTP layer, the pool and the generator's share \
+         of the machine (see the CPU placement above).</p>\n</section>\n",
+    );
+    out
+}
+
 fn stage_row(s: &StageFigures) -> String {
     let state = stage_state(s);
     let mark_class = match stage_mark(s) {

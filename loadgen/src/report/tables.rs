@@ -16,7 +16,14 @@ pub(super) fn request_tables(run: &SavedRun) -> String {
         .iter()
         .flat_map(|v| v.summary.figures.requests_by_name.keys())
         .collect();
-    names.sort();
+    // In the scenario's order (a flow's steps stay in step order), names it does not list last.
+    let position = |name: &String| {
+        run.info
+            .as_ref()
+            .and_then(|i| i.requests.iter().position(|r| &r.name == name))
+            .unwrap_or(usize::MAX)
+    };
+    names.sort_by(|a, b| position(a).cmp(&position(b)).then_with(|| a.cmp(b)));
     names.dedup();
     let mut out = String::from("<section id=\"requests\">\n<h2>Per request</h2>\n");
     if names.is_empty() {

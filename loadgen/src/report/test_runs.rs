@@ -38,6 +38,7 @@ pub fn run_of(
             variants: vec![summary.clone()],
             migration_table: None,
             shards: Vec::new(),
+            baseline: None,
         },
         info: None,
         variants: vec![SavedVariant {

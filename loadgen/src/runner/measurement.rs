@@ -52,8 +52,16 @@ pub fn build_measurement(
         actual.max(planned_us) as f64 / 1e6
     };
     let per_sec = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    // With flows a slot is an iteration of several requests: the target is the slot rate times
+    // the requests an iteration sent, so it compares with the requests actually sent.
+    let requests_per_slot = match facts.outcome.iterations_measured {
+        Some(iterations) if iterations > 0 && recording.sends > 0 => {
+            recording.sends as f64 / iterations as f64
+        }
+        _ => 1.0,
+    };
     let target_rate_per_sec = match model {
-        LoadModel::Open => Some(plan.measured_rate_per_sec()),
+        LoadModel::Open => Some(plan.measured_rate_per_sec() * requests_per_slot),
         LoadModel::Closed => None,
     };
     let achieved_send_rate_per_sec = per_sec(recording.sends, send_secs);
@@ -90,6 +98,8 @@ pub fn build_measurement(
         valid: verdict.valid(),
         invalid_reason: (!verdict.valid()).then(|| verdict.reason.clone()),
         partial,
+        stopped_early: facts.outcome.stopped_early.clone(),
+        flow_steps_skipped: facts.outcome.flow_steps_skipped,
         saturated: verdict.saturated(),
         verdict: verdict.state.as_str().to_string(),
         verdict_reason: Some(verdict.reason.clone()),
@@ -99,9 +109,11 @@ pub fn build_measurement(
         drain_ms,
         drain_requests: recording.drain_requests,
         dropped_sends: match model {
-            LoadModel::Open if !partial => plan
-                .total_slots()
-                .saturating_sub(recording.sends + recording.warmup_requests),
+            // Slots: with flows, requests over requests per slot.
+            LoadModel::Open if !partial => plan.total_slots().saturating_sub(
+                ((recording.sends + recording.warmup_requests) as f64 / requests_per_slot).round()
+                    as u64,
+            ),
             _ => 0,
         },
         achieved_send_rate_per_sec: round2(achieved_send_rate_per_sec),

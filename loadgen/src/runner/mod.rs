@@ -113,6 +113,8 @@ pub struct RunOptions {
     pub shard: Option<ShardSlice>,
     /// `--start-at`: the schedule's start on the wall clock.
     pub start_at: Option<SystemTime>,
+    /// `--serve`: live metrics and page on this address while the run goes.
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 /// What a run produced.
@@ -189,7 +191,10 @@ fn select_variants(scenario: &Scenario, wanted: &[String]) -> Result<Vec<Variant
 /// The schedule a load phase follows.
 pub fn schedule_plan(scenario: &Scenario) -> SchedulePlan {
     match scenario.load.model {
-        LoadModel::Open => SchedulePlan::new(scenario.load.warmup, &scenario.load.stages),
+        LoadModel::Open => match &scenario.load.replay {
+            Some(replay) => replay.schedule_plan(scenario.load.warmup),
+            None => SchedulePlan::new(scenario.load.warmup, &scenario.load.stages),
+        },
         // The closed model uses only the warm-up and the end; a zero rate has no slots.
         LoadModel::Closed => SchedulePlan::new(
             scenario.load.warmup,
@@ -280,6 +285,7 @@ fn run_info(
         repeat: opts.repeat.max(1),
         shard: None,
         merged_from: Vec::new(),
+        placement: None,
     }
 }
 
@@ -311,6 +317,15 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
             .map_err(RunError::BadInput)?;
     }
     let mut variants = select_variants(&scenario, &opts.variants)?;
+    // `[cpus]`: checked against this process's mask before anything starts; `--generator-cpus`
+    // wins over `[cpus] generator`.
+    let allowed_cpus = crate::placement::allowed_cpus();
+    crate::placement::check(&scenario.cpus, &allowed_cpus)
+        .map_err(|e| RunError::BadInput(format!("{}: {e}", scenario.path.display())))?;
+    let mut opts = opts;
+    if opts.generator_cpus.is_none() {
+        opts.generator_cpus = scenario.cpus.generator.clone();
+    }
     if let Some(url) = &opts.target_url {
         for v in &mut variants {
             v.target = TargetSpec::Url { url: url.clone() };
@@ -329,6 +344,22 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
             scenario.path.display()
         )));
     }
+    // `--serve`: bound before anything is provisioned, so a taken port costs nothing; it
+    // serves until this function returns (the run's end, Ctrl-C included).
+    let live = match opts.serve {
+        Some(addr) => {
+            let state = crate::live::LiveState::new(&scenario.name);
+            let server = crate::live::LiveServer::start(addr, Arc::clone(&state))
+                .await
+                .map_err(|e| RunError::BadInput(e.to_string()))?;
+            let addr = server.local_addr();
+            output::note(&format!(
+                "live: http://{addr}/ (page), http://{addr}/metrics (Prometheus), until the run ends"
+            ));
+            Some((server, state))
+        }
+        None => None,
+    };
     let started_at = now_rfc3339();
     let out_dir = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!(
@@ -373,6 +404,23 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     if let Some(text) = &info.load.generator_warning {
         output::warn(text);
     }
+    let mut placement = crate::placement::PlacementInfo {
+        cpus: crate::scenario::CpuPlacement {
+            generator: generator.cpus.clone(),
+            ..scenario.cpus.clone()
+        },
+        allowed: allowed_cpus.to_string(),
+        notes: Vec::new(),
+    };
+    if placement.cpus.target.is_some() && variants.iter().all(|v| !v.target.needs_database()) {
+        placement
+            .notes
+            .push("target not pinned: no variant starts a target process".into());
+    }
+    info.placement = Some(placement.clone());
+    if !scenario.cpus.is_empty() && !opts.quiet {
+        output::note(&format!("placement: {}", placement.describe()));
+    }
     let run_json = out_dir.join("run.json");
     write_json(&run_json, &info)?;
 
@@ -392,11 +440,38 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         };
         if let Some(db) = &prepared {
             info.postgres = Some(db.info());
+            if let Some(cpus) = &scenario.cpus.postgres {
+                let note = match db.postmaster_pid() {
+                    Some(pid) => crate::placement::pin_tree(pid, cpus).err(),
+                    None => Some(
+                        "not a cluster apibench started (DATABASE_URL or a container): its \
+                         processes are not this machine's to pin"
+                            .to_string(),
+                    ),
+                };
+                if let Some(note) = note {
+                    output::warn(&format!("[cpus] postgres = \"{cpus}\" not applied: {note}"));
+                    placement
+                        .notes
+                        .push(format!("PostgreSQL not pinned: {note}"));
+                }
+            }
+            info.placement = Some(placement.clone());
             write_json(&run_json, &info)?;
         }
         prepared
     } else {
         None
+    };
+
+    let baseline = match (&scenario.baseline, &databases) {
+        (Some(spec), Some(db)) if !*cancel.borrow() => {
+            measure_baseline(
+                spec, db, &scenario, &nonce, &generator, &out_dir, opts.quiet,
+            )
+            .await
+        }
+        _ => None,
     };
 
     let mut measured: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
@@ -429,6 +504,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
                 generator: &generator,
                 shard,
                 start_at,
+                live: live.as_ref().map(|(_, state)| state),
             };
             match phase.run(cancel.clone()).await {
                 Ok(Some(m)) => measured.entry(variant.name.clone()).or_default().push(m),
@@ -456,6 +532,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         finished_at: now_rfc3339(),
         migration_table: scenario.migration_table.clone(),
         shards: Vec::new(),
+        baseline,
         variants: variants
             .iter()
             .filter_map(|v| {
@@ -503,6 +580,57 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         summary,
         interrupted,
     })
+}
+
+/// `[baseline]`: pgbench against a fresh copy of the seeded database, on the generator's CPUs.
+/// A baseline that cannot run is warned about, not fatal: the variants still answer the question.
+async fn measure_baseline(
+    spec: &crate::scenario::PgbenchSpec,
+    db: &Databases,
+    scenario: &Scenario,
+    nonce: &str,
+    generator: &Generator,
+    out_dir: &Path,
+    quiet: bool,
+) -> Option<crate::baseline::BaselineFigures> {
+    let name = copy_name(nonce, "baseline", 1);
+    let url = match db.fresh_copy(&name).await {
+        Ok(url) => url,
+        Err(e) => {
+            output::warn(&format!("[baseline] not measured: {e}"));
+            return None;
+        }
+    };
+    if !quiet {
+        output::note(&format!(
+            "baseline: pgbench, {} clients, {} s, the API's point read",
+            spec.clients, spec.seconds
+        ));
+    }
+    let result = crate::baseline::run_pgbench(
+        spec,
+        &url,
+        scenario.data.users,
+        generator.cpus.as_ref(),
+        &out_dir.join("baseline"),
+    )
+    .await;
+    db.drop_copy(&name).await;
+    match result {
+        Ok(figures) => {
+            if !quiet {
+                output::note(&format!(
+                    "baseline: the database serves {:.0} point reads/s ({} clients)",
+                    figures.tps, figures.clients
+                ));
+            }
+            Some(figures)
+        }
+        Err(e) => {
+            output::warn(&format!("[baseline] not measured: {e}"));
+            None
+        }
+    }
 }
 
 /// Where the generator runs: its worker threads, and the CPUs they are pinned to.

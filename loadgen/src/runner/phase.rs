@@ -23,6 +23,8 @@ pub(super) struct Phase<'a> {
     pub(super) shard: ShardSlice,
     /// The fixed-rate phase's start on the wall clock (`--start-at`).
     pub(super) start_at: Option<SystemTime>,
+    /// `--serve`: the live state every load phase feeds.
+    pub(super) live: Option<&'a Arc<crate::live::LiveState>>,
 }
 
 impl Phase<'_> {
@@ -58,6 +60,7 @@ impl Phase<'_> {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(running)) => {
+                self.pin_target(&running);
                 let mut measured = self.measure(&running, &dir, cancel.clone()).await;
                 if let (Ok(m), Some(find_max)) = (&mut measured, &self.scenario.find_max)
                     && !m.partial
@@ -93,6 +96,22 @@ impl Phase<'_> {
             label.push_str(&format!(" #{}", self.repetition));
         }
         label + suffix
+    }
+
+    /// `--serve`: this load phase becomes the live state's current one; `None` without it.
+    fn live_feed(
+        &self,
+        phase: &str,
+        rate_per_sec: Option<f64>,
+        names: &[String],
+    ) -> Option<crate::live::LiveFeed> {
+        let info = crate::live::PhaseInfo {
+            variant: self.variant.name.clone(),
+            phase: phase.to_string(),
+            repetition: self.repetition,
+            rate_per_sec,
+        };
+        self.live.map(|live| live.begin_phase(info, names))
     }
 
     /// GC totals of a Node target (`None` for other kinds, or when `/metrics` cannot be read).
@@ -157,6 +176,7 @@ impl Phase<'_> {
             request_timeout: scenario.load.request_timeout,
             seed: scenario.data.seed ^ u64::from(self.repetition) ^ (phase_salt << 32),
             requests: Arc::new(scenario.requests.clone()),
+            flows: Arc::clone(&scenario.flows),
             templates: Arc::new(SharedTemplateState {
                 users: scenario.data.users,
                 posts: scenario.data.posts,
@@ -171,6 +191,7 @@ impl Phase<'_> {
                 seq_step: u64::from(self.shard.count.max(1)),
             }),
             start_at: start_instant,
+            live: self.live.cloned(),
         };
         // The sampler's CPU means start when the warm-up ends (start-up is not the load's cost).
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Instant>();
@@ -218,6 +239,20 @@ impl Phase<'_> {
     }
 
     /// The processes the sampler watches during a load phase.
+    /// `[cpus] target`: the target's whole tree (a Node cluster's workers too) on those CPUs,
+    /// before anything is measured. A failure is warned about; the run goes on unpinned.
+    fn pin_target(&self, running: &target::RunningTarget) {
+        let (Some(cpus), Some(pid)) = (&self.scenario.cpus.target, running.current_pid()) else {
+            return;
+        };
+        if let Err(e) = crate::placement::pin_tree(pid, cpus) {
+            crate::output::warn(&format!(
+                "[cpus] target = \"{cpus}\" not applied to {}: {e}",
+                self.variant.name
+            ));
+        }
+    }
+
     fn watched(&self, running: &target::RunningTarget) -> Watched {
         Watched {
             target_pid: running.pid,
@@ -252,11 +287,14 @@ impl Phase<'_> {
                 duration: stage.duration.saturating_sub(find_max.settle),
             }],
         );
-        let (collector, sink) = Collector::start_with(
+        let phase = if bisection { "bisect" } else { "ramp" };
+        let live_feed = self.live_feed(phase, Some(stage.rate_per_sec), &names);
+        let (collector, sink) = Collector::start_live(
             names,
             Instant::now(),
             window_end_us(&plan),
             IntervalOutput::Discard,
+            live_feed.clone(),
         )
         .map_err(|e| RunError::BadInput(format!("cannot start the collector: {e}")))?;
         let label = self.label(&format!(
@@ -266,7 +304,7 @@ impl Phase<'_> {
         ));
         let progress =
             output::Progress::start(&label, plan.end_offset(), collector.live(), self.quiet);
-        let sampler = Sampler::start(self.watched(running), None).ok();
+        let sampler = Sampler::start_live(self.watched(running), None, live_feed).ok();
         let window = sampler.as_ref().map(Sampler::measured_window);
         let ((recording, _), outcome) = self
             .drive(
@@ -411,7 +449,8 @@ impl Phase<'_> {
         );
         let hlog_start = Arc::new(OnceLock::new());
         // Each interval goes to the log a few seconds after it closes, and leaves memory.
-        let (collector, sink) = Collector::start_with(
+        let live_feed = self.live_feed("measure", None, &names);
+        let (collector, sink) = Collector::start_live(
             names,
             Instant::now(),
             window_end_us(&plan),
@@ -420,13 +459,14 @@ impl Phase<'_> {
                 comment,
                 started_at: Arc::clone(&hlog_start),
             }),
+            live_feed.clone(),
         )
         .map_err(|source| RunError::Write {
             path: hlog_path.clone(),
             source,
         })?;
         let csv_path = dir.join("resources.csv");
-        let sampler = match Sampler::start(self.watched(running), Some(&csv_path)) {
+        let sampler = match Sampler::start_live(self.watched(running), Some(&csv_path), live_feed) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("resource sampling failed to start: {e}");
@@ -501,7 +541,8 @@ impl Phase<'_> {
                 max_error_rate: scenario.load.max_error_rate,
                 outcome: &outcome,
                 resources: &resources,
-                partial: outcome.cancelled,
+                // A data file that ran out ended the load early: figures up to the last send.
+                partial: outcome.cancelled || outcome.stopped_early.is_some(),
                 generator_cpus_allowed: self.generator.cpus_allowed(),
             },
             files,
@@ -528,6 +569,12 @@ impl Phase<'_> {
             output::format_us(measurement.send_lag_us.p99),
             measurement.verdict.to_uppercase()
         ));
+        if let Some(note) = &measurement.stopped_early {
+            output::warn(&format!(
+                "{}: stopped early: {note}; figures cover what was sent",
+                self.variant.name
+            ));
+        }
         Ok(measurement)
     }
 }

@@ -3,7 +3,12 @@
 
 use super::*;
 
-pub(super) fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, ScenarioError> {
+/// `replay`: the scenario has `[replay]`, which supplies the stages ([`super::replay`]).
+pub(super) fn parse_load(
+    cx: &Cx,
+    raw: &Spanned<RawLoad>,
+    replay: bool,
+) -> Result<LoadSpec, ScenarioError> {
     let load = raw.get_ref();
     let model = match &load.model {
         None => LoadModel::Open,
@@ -111,7 +116,9 @@ pub(super) fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, Sc
                     "think_time belongs to the closed model; the open model sends on a schedule",
                 ));
             }
-            let stages = if let Some(stages) = &load.stages {
+            let stages = if replay {
+                Vec::new() // set from the recording by `replay::parse_replay`
+            } else if let Some(stages) = &load.stages {
                 if let Some(r) = &load.rate_per_sec {
                     return Err(cx.err(
                         &r.span(),
@@ -159,6 +166,7 @@ pub(super) fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, Sc
                 duration,
                 think_time: Duration::ZERO,
                 request_timeout,
+                replay: None,
             })
         }
         LoadModel::Closed => {
@@ -194,6 +202,7 @@ pub(super) fn parse_load(cx: &Cx, raw: &Spanned<RawLoad>) -> Result<LoadSpec, Sc
                 duration,
                 think_time,
                 request_timeout,
+                replay: None,
             })
         }
     }

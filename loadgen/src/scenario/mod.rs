@@ -2,10 +2,14 @@
 //! runner can execute without further checks. Every error names `file:line:column` and the field
 //! (`smoke.toml:14:1: load.rate_per_sec: must be > 0`).
 //!
-//! This module never touches the network, a database or a process: it only reads one file.
+//! This module never touches the network, a database or a process: it only reads one file (and
+//! a `[replay]`'s arrivals file).
 //!
-//! Inside: this file (the types, the raw TOML shapes, `parse`, requests, targets, variants, the
-//! error helpers), `load.rs` (`[load]`, stages, `[find_max]`), `faults.rs` (`[[faults]]`).
+//! Inside: this file (the types, the raw TOML shapes, `parse`, targets, variants, the error
+//! helpers), `requests.rs` (`[[requests]]` and the request shape of flow steps: templates,
+//! checks, extractions), `flows.rs` (`[[flows]]`, `[[data_files]]`, variables), `load.rs`
+//! (`[load]`, stages, `[find_max]`), `replay.rs` (`[replay]` and its arrivals file), `faults.rs`
+//! (`[[faults]]`), `placement.rs` (`[cpus]`, `[baseline]`).
 
 use crate::faults::{FaultAction, FaultSpec, SourceSpot};
 use crate::knobs::{self, Knobs};
@@ -19,11 +23,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+pub mod data;
 mod faults;
+mod flows;
 mod load;
+mod placement;
+mod replay;
+mod requests;
 
 use faults::parse_faults;
+pub use flows::{FlowSet, UnitSpec};
+use flows::{RawCheck, RawDataFile, RawExtract, RawFlow, Scope, SlotAllocator};
 use load::{parse_find_max, parse_load};
+pub use placement::{CpuPlacement, PgbenchSpec};
+use placement::{RawBaseline, RawCpus, parse_baseline, parse_cpus};
+pub use replay::{REPLAY_FILE_HEADER, ReplaySpec, ReplayTiming, parse_arrivals};
+pub use requests::METHODS;
+use requests::{parse_request, weight_field};
 
 /// A scenario that failed to load.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +100,9 @@ pub struct LoadSpec {
     pub think_time: Duration,
     /// A request still unanswered after this counts as an error.
     pub request_timeout: Duration,
+    /// `[replay]`: the open model follows a recording's arrivals (then `stages` holds one stage
+    /// at the recording's mean rate, for run.json and the report).
+    pub replay: Option<ReplaySpec>,
 }
 
 impl LoadSpec {
@@ -92,6 +111,13 @@ impl LoadSpec {
     pub fn set_duration(&mut self, duration: Duration) -> Result<(), String> {
         if duration.is_zero() {
             return Err("--duration must be longer than 0 s".into());
+        }
+        if self.replay.is_some() {
+            return Err(
+                "--duration: a [replay] lasts as long as its recording; cut the \
+                        recording with `apibench import-… --limit N`"
+                    .into(),
+            );
         }
         match (self.model, self.stages.as_mut_slice()) {
             (LoadModel::Closed, _) => {}
@@ -173,7 +199,10 @@ pub struct RequestSpec {
     /// `None`: any 2xx succeeds.
     pub expect_status: Option<u16>,
     pub weight: u32,
+    /// The headers as written (`{{…}}` in a value is compiled into `step.headers`).
     pub headers: BTreeMap<String, String>,
+    /// Header templates, checks and extractions (empty for a plain request).
+    pub step: crate::flow::StepSpec,
 }
 
 /// A named configuration of the target.
@@ -211,6 +240,13 @@ pub struct Scenario {
     pub migration_table: Option<MigrationPair>,
     /// `[[faults]]`: injected during every variant's measured phase, in time order.
     pub faults: Vec<FaultSpec>,
+    /// The units the weighted pick chooses from (top-level requests, then `[[flows]]`), and
+    /// the `[[data_files]]` they feed on.
+    pub flows: std::sync::Arc<FlowSet>,
+    /// `[cpus]`: where the target, PostgreSQL and the generator may run.
+    pub cpus: CpuPlacement,
+    /// `[baseline] pgbench = {…}`: measure the database's own ceiling before the variants.
+    pub baseline: Option<PgbenchSpec>,
 }
 
 /// The ramp of `[find_max]`: run after the fixed-rate phase, on the same running target.
@@ -253,6 +289,16 @@ struct RawScenario {
     migration_table: Option<Spanned<RawMigrationTable>>,
     #[serde(default)]
     faults: Vec<Spanned<RawFault>>,
+    #[serde(default)]
+    flows: Vec<Spanned<RawFlow>>,
+    #[serde(default)]
+    data_files: Vec<Spanned<RawDataFile>>,
+    #[serde(default)]
+    cpus: Option<RawCpus>,
+    #[serde(default)]
+    baseline: Option<Spanned<RawBaseline>>,
+    #[serde(default)]
+    replay: Option<Spanned<replay::RawReplay>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +324,7 @@ struct RawFindMax {
 struct RawMigrationTable {
     before: Spanned<String>,
     after: Spanned<String>,
+    fair_before: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -334,7 +381,11 @@ struct RawRequest {
     expect_status: Option<Spanned<i64>>,
     weight: Option<Spanned<i64>>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, Spanned<String>>,
+    /// Flow steps only: `{ variable = { json = "/ptr" } | { header = "name" } | { regex = "…" } }`.
+    extract: Option<BTreeMap<Spanned<String>, Spanned<RawExtract>>>,
+    #[serde(default)]
+    checks: Vec<Spanned<RawCheck>>,
 }
 
 #[derive(Deserialize)]
@@ -390,7 +441,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         },
     };
 
-    let load = parse_load(&cx, &raw.load)?;
+    let mut load = parse_load(&cx, &raw.load, raw.replay.is_some())?;
     let http = match raw.http.as_ref().and_then(|h| h.accept_encoding.as_ref()) {
         None => HttpSpec::default(),
         Some(value) => {
@@ -413,22 +464,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         }
     };
 
-    if raw.requests.is_empty() {
-        return Err(cx.err(&(0..0), "requests", "at least one [[requests]] is required"));
-    }
-    let mut requests = Vec::new();
-    let mut request_names = BTreeSet::new();
-    for raw_request in &raw.requests {
-        let request = parse_request(&cx, raw_request, &data)?;
-        if !request_names.insert(request.name.clone()) {
-            return Err(cx.err(
-                &raw_request.get_ref().name.span(),
-                "requests.name",
-                &format!("duplicate request name `{}`", request.name),
-            ));
-        }
-        requests.push(request);
-    }
+    let data_files = flows::parse_data_files(&cx, &raw.data_files, path)?;
+    let (requests, flows) = flows::parse_work(&cx, &raw.requests, &raw.flows, data_files, &data)?;
 
     let default_target = match &raw.target {
         Some(t) => parse_target(&cx, t, "target")?,
@@ -486,6 +523,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         });
     }
 
+    replay::parse_replay(&cx, &raw, path, &mut load, requests.len())?;
     let find_max = match &raw.find_max {
         None => None,
         Some(f) => Some(parse_find_max(&cx, f, &load)?),
@@ -494,7 +532,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         None => None,
         Some(m) => {
             let m = m.get_ref();
-            for (field, value) in [("before", &m.before), ("after", &m.after)] {
+            let fields = [("before", Some(&m.before)), ("after", Some(&m.after))]
+                .into_iter()
+                .chain(std::iter::once(("fair_before", m.fair_before.as_ref())))
+                .filter_map(|(field, value)| Some((field, value?)));
+            for (field, value) in fields {
                 let wanted = value.get_ref().trim();
                 if !variants.iter().any(|v| v.name == wanted) {
                     let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
@@ -511,11 +553,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             Some(MigrationPair {
                 before: m.before.get_ref().trim().to_string(),
                 after: m.after.get_ref().trim().to_string(),
+                fair_before: m
+                    .fair_before
+                    .as_ref()
+                    .map(|f| f.get_ref().trim().to_string()),
             })
         }
     };
 
     let faults = parse_faults(&cx, &raw.faults, &load, &variants)?;
+    let cpus = parse_cpus(&cx, raw.cpus.as_ref())?;
+    let baseline = parse_baseline(&cx, raw.baseline.as_ref(), &variants)?;
 
     Ok(Scenario {
         name,
@@ -530,6 +578,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         find_max,
         migration_table,
         faults,
+        flows: std::sync::Arc::new(flows),
+        cpus,
+        baseline,
     })
 }
 
@@ -723,108 +774,6 @@ fn rate_field(cx: &Cx, value: &Spanned<f64>, field: &str) -> Result<f64, Scenari
             &format!("must be > 0 and <= 1000000 requests per second, got {rate}"),
         ))
     }
-}
-
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-
-fn template_field(
-    cx: &Cx,
-    value: &Spanned<String>,
-    field: &str,
-    data: &DataSpec,
-) -> Result<Template, ScenarioError> {
-    // Point into the string when its source is a plain one-line literal, else at the value.
-    let span = value.span();
-    let source = cx.text.get(span.clone()).unwrap_or("");
-    let inner_offset = |offset: usize| {
-        let quoted_plain = (source.starts_with('"') && !source.contains('\\'))
-            || (source.starts_with('\'') && !source.starts_with("'''"));
-        if quoted_plain {
-            span.start + 1 + offset
-        } else {
-            span.start
-        }
-    };
-    let template = Template::compile(value.get_ref()).map_err(|e| {
-        let at = inner_offset(e.offset);
-        cx.err(&(at..at), field, &e.message)
-    })?;
-    if template.max_ids() > data.users {
-        return Err(cx.err(
-            &span,
-            field,
-            &format!(
-                "{{{{ids:{}}}}} asks for more distinct ids than data.users = {}",
-                template.max_ids(),
-                data.users
-            ),
-        ));
-    }
-    Ok(template)
-}
-
-fn parse_request(
-    cx: &Cx,
-    raw: &Spanned<RawRequest>,
-    data: &DataSpec,
-) -> Result<RequestSpec, ScenarioError> {
-    let r = raw.get_ref();
-    check_name(cx, &r.name, "requests.name")?;
-    let method = match &r.method {
-        None => "GET".to_string(),
-        Some(m) => {
-            let upper = m.get_ref().trim().to_ascii_uppercase();
-            if !METHODS.contains(&upper.as_str()) {
-                return Err(cx.err(
-                    &m.span(),
-                    "requests.method",
-                    &format!("`{}` is not one of {}", m.get_ref(), METHODS.join(", ")),
-                ));
-            }
-            upper
-        }
-    };
-    if !r.path.get_ref().starts_with('/') {
-        return Err(cx.err(&r.path.span(), "requests.path", "must start with `/`"));
-    }
-    let path = template_field(cx, &r.path, "requests.path", data)?;
-    let body = match &r.body {
-        None => None,
-        Some(b) => Some(template_field(cx, b, "requests.body", data)?),
-    };
-    let expect_status = match &r.expect_status {
-        None => None,
-        Some(s) => Some(
-            u16::try_from(*s.get_ref())
-                .ok()
-                .filter(|code| (100..=599).contains(code))
-                .ok_or_else(|| {
-                    cx.err(
-                        &s.span(),
-                        "requests.expect_status",
-                        "must be an HTTP status 100..=599",
-                    )
-                })?,
-        ),
-    };
-    let weight = match &r.weight {
-        None => 1,
-        Some(w) => u32::try_from(*w.get_ref())
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .ok_or_else(|| cx.err(&w.span(), "requests.weight", "must be 1..=1000000"))?,
-    };
-    Ok(RequestSpec {
-        name: r.name.get_ref().trim().to_string(),
-        method,
-        path,
-        body,
-        path_source: r.path.get_ref().clone(),
-        body_source: r.body.as_ref().map(|b| b.get_ref().clone()),
-        expect_status,
-        weight,
-        headers: r.headers.clone(),
-    })
 }
 
 fn parse_target(
