@@ -92,9 +92,37 @@ pub struct Knobs {
     #[arg(long, env = "API_METRICS", default_value_t = true, action = ArgAction::Set)]
     pub metrics: bool,
 
-    /// Tokio worker threads; 0 = one per core.
+    /// Tokio worker threads; 0 = one per core (tokio's default: the CPUs this process may use).
     #[arg(long, env = "API_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+
+    /// Prepared statements sqlx keeps per connection (0 = none: every statement is parsed anew).
+    #[arg(long, env = "API_STATEMENT_CACHE", default_value_t = 100)]
+    pub statement_cache: usize,
+
+    /// The global allocator: system | mimalloc. Chosen from API_ALLOCATOR before main runs (the
+    /// flag must agree with it).
+    #[arg(long, env = "API_ALLOCATOR", default_value = "system")]
+    pub allocator: Allocator,
+
+    /// Bodies smaller than this many bytes are sent uncompressed even when gzip is on (tower-http's
+    /// default floor is 32).
+    #[arg(long, env = "API_GZIP_MIN_BYTES", default_value_t = 1024)]
+    pub gzip_min_bytes: u16,
+
+    /// How JSON bodies are serialised: into a buffer sized from the value (presized) or into
+    /// axum's default 128-byte buffer that grows (default).
+    #[arg(long, env = "API_JSON_BUFFER", default_value = "default")]
+    pub json_buffer: JsonBuffer,
+
+    /// The driver of the hot reads (GET /api/users/{id}, /api/users?ids=, /api/posts/{id},
+    /// /api/posts): the shared sqlx pool, or pipelined tokio-postgres connections.
+    #[arg(long, env = "API_DB_DRIVER", default_value = "sqlx")]
+    pub db_driver: DbDriver,
+
+    /// Connections of the tokio-postgres driver; each pipelines the queries sent to it.
+    #[arg(long, env = "API_PIPELINED_CONNECTIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pipelined_connections: u32,
 
     /// argon2id memory cost in KiB.
     #[arg(long, env = "API_ARGON2_MEMORY_KIB", default_value_t = 19456, value_parser = clap::value_parser!(u32).range(8..))]
@@ -126,6 +154,12 @@ impl Default for Knobs {
             log_level: LogLevel::Info,
             metrics: true,
             worker_threads: 0,
+            statement_cache: 100,
+            allocator: Allocator::System,
+            gzip_min_bytes: 1024,
+            json_buffer: JsonBuffer::Default,
+            db_driver: DbDriver::Sqlx,
+            pipelined_connections: 2,
             argon2_memory_kib: 19456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
@@ -138,6 +172,12 @@ impl Default for Knobs {
 pub enum ConfigError {
     #[error("pool_min ({pool_min}) must not exceed pool_max ({pool_max})")]
     PoolMinAbovePoolMax { pool_min: u32, pool_max: u32 },
+    #[error(
+        "db_driver = tokio-postgres needs the database URL (AppState::with_database_url), not only a pool"
+    )]
+    DriverNeedsUrl,
+    #[error("db_driver = tokio-postgres cannot use the database URL: {0}")]
+    DatabaseUrl(String),
     #[error(
         "invalid argon2id parameters (memory {memory_kib} KiB, iterations {iterations}, parallelism {parallelism}): {reason}"
     )]
@@ -173,6 +213,49 @@ pub enum PostsStrategy {
     /// One query for the posts, then one query per post for its author.
     #[value(name = "n_plus_one")]
     NPlusOne,
+}
+
+/// The process's global allocator (see `crate::alloc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Allocator {
+    /// The C library's malloc (glibc's ptmalloc on Linux).
+    System,
+    /// mimalloc (linked in statically).
+    Mimalloc,
+}
+
+impl Allocator {
+    /// The knob value as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocator::System => "system",
+            Allocator::Mimalloc => "mimalloc",
+        }
+    }
+}
+
+/// How JSON response bodies are serialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonBuffer {
+    /// Into a buffer sized from the value's strings, so it never grows.
+    Presized,
+    /// axum's `Json`: a 128-byte buffer that doubles as needed.
+    Default,
+}
+
+/// Which client runs the hot read statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum DbDriver {
+    /// The shared sqlx pool (one connection per statement in flight).
+    #[value(name = "sqlx")]
+    #[serde(rename = "sqlx")]
+    Sqlx,
+    /// `pipelined_connections` tokio-postgres connections, round-robin, each pipelining.
+    #[value(name = "tokio-postgres")]
+    #[serde(rename = "tokio-postgres")]
+    TokioPostgres,
 }
 
 /// Log output format.
@@ -226,7 +309,7 @@ mod tests {
     #[test]
     fn help_lists_every_documented_knob_with_its_env_var() {
         let knobs = documented_knobs();
-        assert_eq!(knobs.len(), 16, "the KNOBS.md table changed: {knobs:?}");
+        assert_eq!(knobs.len(), 22, "the KNOBS.md table changed: {knobs:?}");
         let help = Config::command().render_long_help().to_string();
         for knob in &knobs {
             let flag = format!("--{}", knob.replace('_', "-"));
@@ -266,6 +349,12 @@ mod tests {
             "--log-level=debug",
             "--metrics=false",
             "--worker-threads=3",
+            "--statement-cache=0",
+            "--allocator=mimalloc",
+            "--gzip-min-bytes=1400",
+            "--json-buffer=presized",
+            "--db-driver=tokio-postgres",
+            "--pipelined-connections=8",
             "--argon2-memory-kib=64",
             "--argon2-iterations=1",
             "--argon2-parallelism=2",
@@ -288,6 +377,12 @@ mod tests {
             log_level: LogLevel::Debug,
             metrics: false,
             worker_threads: 3,
+            statement_cache: 0,
+            allocator: Allocator::Mimalloc,
+            gzip_min_bytes: 1400,
+            json_buffer: JsonBuffer::Presized,
+            db_driver: DbDriver::TokioPostgres,
+            pipelined_connections: 8,
             argon2_memory_kib: 64,
             argon2_iterations: 1,
             argon2_parallelism: 2,
@@ -318,6 +413,12 @@ mod tests {
             ["api", "--query-timeout-ms=0"],
             ["api", "--query-timeout-ms=2147483648"],
             ["api", "--provision=nonsense"],
+            ["api", "--allocator=jemalloc"],
+            ["api", "--gzip-min-bytes=65536"],
+            ["api", "--json-buffer=big"],
+            ["api", "--db-driver=tokio_postgres"],
+            ["api", "--pipelined-connections=0"],
+            ["api", "--statement-cache=-1"],
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?} accepted");
         }

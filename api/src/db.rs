@@ -14,6 +14,11 @@
 //! [`QUERY_TIMEOUT_GRACE`] later and closes that connection. So no database path can hang a
 //! request; each such failure is a 503 + `Retry-After` ([`ApiError`]).
 //!
+//! The hot reads (`get_user`, `get_users`, `get_post`, `list_posts`) run on the pool, or — with
+//! `db_driver = "tokio-postgres"` — on the pipelined connections of [`crate::pipelined`]
+//! ([`Db::with_pipelined`]): same SQL ([`sql`]), same row types, same count, same bounds, same
+//! error mapping. Writes, `ping` and migrations always use the pool.
+//!
 //! Nothing here knows about HTTP except that failures are [`ApiError`]s.
 
 use std::collections::HashMap;
@@ -30,7 +35,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::config::{Knobs, PostsStrategy};
-use crate::error::ApiError;
+use crate::error::{ApiError, DbFailure};
+use crate::pipelined::{self, PipelinedClients};
 
 /// The schema of docs/CONTRACT.md (`api/migrations/`), embedded at compile time. Idempotent:
 /// `MIGRATOR.run(&pool)` applies only what is missing (under an advisory lock).
@@ -72,10 +78,12 @@ pub fn pool_options(knobs: &Knobs) -> PgPoolOptions {
 
 /// Connects a pool to `url` with the knobs' settings; every connection starts with
 /// `statement_timeout = query_timeout_ms`, so PostgreSQL stops a statement that overruns (and
-/// frees what it holds) even when the client has long given up.
+/// frees what it holds) even when the client has long given up, and keeps up to
+/// `statement_cache` prepared statements (0: each statement is parsed and planned anew).
 pub async fn connect(url: &str, knobs: &Knobs) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?
-        .options([("statement_timeout", knobs.query_timeout_ms.to_string())]);
+        .options([("statement_timeout", knobs.query_timeout_ms.to_string())])
+        .statement_cache_capacity(knobs.statement_cache);
     pool_options(knobs).connect_with(options).await
 }
 
@@ -92,6 +100,8 @@ pub struct Db {
     queries_issued: Arc<AtomicU64>,
     /// The `query_timeout_ms` knob; the client-side bound adds [`QUERY_TIMEOUT_GRACE`].
     query_timeout: Duration,
+    /// `db_driver = "tokio-postgres"`: the hot reads go here instead of the pool.
+    pipelined: Option<Arc<PipelinedClients>>,
 }
 
 impl Db {
@@ -101,7 +111,23 @@ impl Db {
             pool,
             queries_issued: Arc::new(AtomicU64::new(0)),
             query_timeout: Duration::from_millis(Knobs::default().query_timeout_ms),
+            pipelined: None,
         }
+    }
+
+    /// The same, with the hot reads (`get_user`, `get_users`, `get_post`, `list_posts`) sent
+    /// through `clients` instead of the pool (`db_driver = "tokio-postgres"`); writes, `ping` and
+    /// `server_version` stay on the pool.
+    pub fn with_pipelined(self, clients: Arc<PipelinedClients>) -> Db {
+        Db {
+            pipelined: Some(clients),
+            ..self
+        }
+    }
+
+    /// The pipelined clients, when the hot reads use them.
+    pub fn pipelined(&self) -> Option<&Arc<PipelinedClients>> {
+        self.pipelined.as_ref()
     }
 
     /// The same, with `query_timeout` as the bound on each statement (the `query_timeout_ms`
@@ -152,18 +178,87 @@ impl Db {
                 lease.completed = true;
                 Ok(result?)
             }
+            Err(_elapsed) => Err(ApiError::Unavailable(
+                sqlx::Error::Io(no_answer_within(bound)).into(),
+            )),
+        }
+    }
+}
+
+impl Db {
+    /// [`Db::run`] for the pipelined driver: one statement, counted, on the next connection of
+    /// `clients`, within the same bounds (opening a connection: `pool_acquire_timeout_ms`; the
+    /// statement: the server's `statement_timeout`, then `query_timeout + QUERY_TIMEOUT_GRACE`
+    /// here). A connection that let that client-side bound pass is abandoned: it still owes a
+    /// reply and, pipelined, would hold every later statement behind it. A request dropped
+    /// mid-statement needs no such care: the connection discards the reply when it comes.
+    async fn run_pipelined<T>(
+        &self,
+        clients: &PipelinedClients,
+        statement: impl AsyncFnOnce(&pipelined::Connection) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, ApiError> {
+        self.queries_issued.fetch_add(1, Ordering::Relaxed);
+        let (index, connection) = clients.connection().await?;
+        let bound = self.query_timeout + QUERY_TIMEOUT_GRACE;
+        match tokio::time::timeout(bound, statement(&connection)).await {
+            Ok(result) => Ok(result?),
             Err(_elapsed) => {
-                let silence = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no answer from the database within {} ms",
-                        bound.as_millis()
-                    ),
-                );
-                Err(ApiError::Unavailable(sqlx::Error::Io(silence)))
+                clients.abandon(index, &connection);
+                Err(ApiError::Unavailable(DbFailure::NoAnswer(
+                    no_answer_within(bound),
+                )))
             }
         }
     }
+}
+
+impl Db {
+    /// One row or none, by the prepared statement `statement` picks, decoded by `decode`.
+    async fn pipelined_opt<T>(
+        &self,
+        clients: &PipelinedClients,
+        statement: fn(&pipelined::Statements) -> &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        decode: fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<Option<T>, ApiError> {
+        self.run_pipelined(clients, async |connection| {
+            let row = connection
+                .client
+                .query_opt(statement(&connection.statements), params)
+                .await?;
+            row.as_ref().map(decode).transpose()
+        })
+        .await
+    }
+
+    /// Every row, by the prepared statement `statement` picks, decoded by `decode`.
+    async fn pipelined_all<T>(
+        &self,
+        clients: &PipelinedClients,
+        statement: fn(&pipelined::Statements) -> &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        decode: fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<Vec<T>, ApiError> {
+        self.run_pipelined(clients, async |connection| {
+            let rows = connection
+                .client
+                .query(statement(&connection.statements), params)
+                .await?;
+            rows.iter().map(decode).collect()
+        })
+        .await
+    }
+}
+
+/// The I/O error of a statement that got no answer within `bound`.
+fn no_answer_within(bound: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "no answer from the database within {} ms",
+            bound.as_millis()
+        ),
+    )
 }
 
 /// A pooled connection for one statement; closed instead of returned to the pool unless the
@@ -233,6 +328,22 @@ macro_rules! post_columns {
     };
 }
 
+/// The SQL of the hot reads, shared by both drivers (`db_driver`) so they run the same statements.
+pub mod sql {
+    pub const GET_USER: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+    pub const GET_USERS: &str = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ANY($1) ORDER BY id"
+    );
+    pub const GET_POST: &str = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = $1");
+    pub const LIST_POSTS: &str = concat!(
+        "SELECT ",
+        post_columns!(),
+        " FROM posts ORDER BY created_at DESC, id DESC LIMIT $1"
+    );
+}
+
 /// Inserts a user; `email` must already be normalised (trimmed, lower-cased).
 /// A taken email is [`ApiError::EmailTaken`].
 pub async fn insert_user(
@@ -258,9 +369,13 @@ pub async fn insert_user(
 
 /// One user by id, `None` if absent.
 pub async fn get_user(db: &Db, id: i64) -> Result<Option<User>, ApiError> {
-    let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+    if let Some(clients) = &db.pipelined {
+        return db
+            .pipelined_opt(clients, |s| &s.get_user, &[&id], pipelined::user_from_row)
+            .await;
+    }
     db.run(async |connection| {
-        sqlx::query_as::<_, User>(sql)
+        sqlx::query_as::<_, User>(sql::GET_USER)
             .bind(id)
             .fetch_optional(connection)
             .await
@@ -270,13 +385,13 @@ pub async fn get_user(db: &Db, id: i64) -> Result<Option<User>, ApiError> {
 
 /// The users among `ids` that exist, ordered by id — one statement, `WHERE id = ANY($1)`.
 pub async fn get_users(db: &Db, ids: &[i64]) -> Result<Vec<User>, ApiError> {
-    let sql = concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = ANY($1) ORDER BY id"
-    );
+    if let Some(clients) = &db.pipelined {
+        return db
+            .pipelined_all(clients, |s| &s.get_users, &[&ids], pipelined::user_from_row)
+            .await;
+    }
     db.run(async |connection| {
-        sqlx::query_as::<_, User>(sql)
+        sqlx::query_as::<_, User>(sql::GET_USERS)
             .bind(ids)
             .fetch_all(connection)
             .await
@@ -319,11 +434,36 @@ pub async fn insert_post(
 
 /// One post by id, `None` if absent.
 pub async fn get_post(db: &Db, id: i64) -> Result<Option<Post>, ApiError> {
-    let sql = concat!("SELECT ", post_columns!(), " FROM posts WHERE id = $1");
+    if let Some(clients) = &db.pipelined {
+        return db
+            .pipelined_opt(clients, |s| &s.get_post, &[&id], pipelined::post_from_row)
+            .await;
+    }
     db.run(async |connection| {
-        sqlx::query_as::<_, Post>(sql)
+        sqlx::query_as::<_, Post>(sql::GET_POST)
             .bind(id)
             .fetch_optional(connection)
+            .await
+    })
+    .await
+}
+
+/// The newest `limit` posts, without their authors.
+async fn newest_posts(db: &Db, limit: i64) -> Result<Vec<Post>, ApiError> {
+    if let Some(clients) = &db.pipelined {
+        return db
+            .pipelined_all(
+                clients,
+                |s| &s.list_posts,
+                &[&limit],
+                pipelined::post_from_row,
+            )
+            .await;
+    }
+    db.run(async |connection| {
+        sqlx::query_as::<_, Post>(sql::LIST_POSTS)
+            .bind(limit)
+            .fetch_all(connection)
             .await
     })
     .await
@@ -339,19 +479,7 @@ pub async fn list_posts(
     limit: i64,
     strategy: PostsStrategy,
 ) -> Result<Vec<PostWithAuthor>, ApiError> {
-    let sql = concat!(
-        "SELECT ",
-        post_columns!(),
-        " FROM posts ORDER BY created_at DESC, id DESC LIMIT $1"
-    );
-    let posts = db
-        .run(async |connection| {
-            sqlx::query_as::<_, Post>(sql)
-                .bind(limit)
-                .fetch_all(connection)
-                .await
-        })
-        .await?;
+    let posts = newest_posts(db, limit).await?;
     if posts.is_empty() {
         return Ok(Vec::new());
     }

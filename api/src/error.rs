@@ -58,13 +58,34 @@ pub enum ApiError {
     /// within the query timeout (an I/O error of kind `TimedOut`, see `db::Db::query_timeout`).
     /// The cause is logged, never sent.
     #[error("service temporarily unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DbFailure),
     /// 500 `internal`, from the database. The cause is logged, never sent.
     #[error("internal server error")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] DbFailure),
     /// 500 `internal`, anything else. The cause is logged, never sent.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// What went wrong with the database, from whichever driver ran the statement (the `db_driver`
+/// knob): both map to the same [`ApiError`]s, so a response never tells the drivers apart.
+#[derive(Debug, thiserror::Error)]
+pub enum DbFailure {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("{}", with_cause(.0))]
+    TokioPostgres(#[from] tokio_postgres::Error),
+    /// No answer within the client-side bound (connecting or running a statement).
+    #[error(transparent)]
+    NoAnswer(std::io::Error),
+}
+
+/// tokio-postgres displays only the kind of an error ("db error"); the log wants the cause too.
+fn with_cause(err: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(cause) => format!("{err}: {cause}"),
+        None => err.to_string(),
+    }
 }
 
 #[derive(Serialize)]
@@ -129,9 +150,28 @@ impl From<sqlx::Error> for ApiError {
             return mapped;
         }
         if is_unavailable(&err) {
-            ApiError::Unavailable(err)
+            ApiError::Unavailable(err.into())
         } else {
-            ApiError::Database(err)
+            ApiError::Database(err.into())
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    /// The same mapping as for sqlx: the same SQLSTATEs are 503, a closed connection or an I/O
+    /// failure is 503, and anything else (a column that does not decode) is 500.
+    fn from(err: tokio_postgres::Error) -> Self {
+        let unavailable = match err.code() {
+            Some(code) => is_unavailable_sqlstate(code.code()),
+            None => {
+                err.is_closed()
+                    || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        };
+        if unavailable {
+            ApiError::Unavailable(err.into())
+        } else {
+            ApiError::Database(err.into())
         }
     }
 }
@@ -162,14 +202,14 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("57P0")
-                || code.starts_with("08")
-                || code.starts_with("53")
-                || code == "57014"
-        }),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
         _ => false,
     }
+}
+
+/// The SQLSTATEs of [`is_unavailable`].
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("57P0") || code.starts_with("08") || code.starts_with("53") || code == "57014"
 }
 
 impl From<PathRejection> for ApiError {

@@ -15,19 +15,25 @@
 //! - [`db`]: pool from the knobs, migrations ([`MIGRATOR`]), row types, every SQL statement,
 //!   and the per-[`Db`] statement counter that proves batch (2) vs n_plus_one (1 + N).
 //! - [`error`]: [`ApiError`] and the one JSON error shape; constraint violations → 4xx.
+//! - [`pipelined`]: the `db_driver = "tokio-postgres"` alternative for the hot reads.
+//! - [`json`]: response bodies per the `json_buffer` knob.
 //! - [`password`]: argon2id on the blocking pool. [`metrics`], [`telemetry`], [`shutdown`].
+//! - [`alloc`]: the `allocator` knob's global allocator (installed by `main.rs` only).
 //! - [`Server`] (here): provision/connect, migrate, bind, serve until a signal, close the pool.
 //!
 //! `main.rs` only parses the [`Config`], sets up logging, builds the runtime with the
 //! `worker_threads` knob and runs a [`Server`]. This crate never depends on the load generator.
 
+pub mod alloc;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod pipelined;
 pub mod routes;
 pub mod shutdown;
 pub mod telemetry;
@@ -41,10 +47,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, map_response};
 use axum::routing::{get, post};
+use std::time::Duration;
+
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate as _, SizeAbove};
 use tower_http::trace::TraceLayer;
 
-pub use crate::config::{Config, ConfigError, Knobs, LogFormat, LogLevel, PostsStrategy};
+pub use crate::config::{
+    Allocator, Config, ConfigError, DbDriver, JsonBuffer, Knobs, LogFormat, LogLevel, PostsStrategy,
+};
 pub use crate::db::{
     Db, MIGRATOR, Post, PostWithAuthor, User, get_post, get_user, get_users, list_posts, migrate,
 };
@@ -62,13 +73,43 @@ pub struct AppState {
 
 impl AppState {
     /// Checks the knobs and builds the state over an already connected pool (migrated or not:
-    /// see [`migrate`]).
+    /// see [`migrate`]). `db_driver = "tokio-postgres"` needs the database's URL: use
+    /// [`AppState::with_database_url`].
     pub fn new(pool: sqlx::PgPool, knobs: Knobs) -> Result<AppState, ConfigError> {
+        if knobs.db_driver == DbDriver::TokioPostgres {
+            return Err(ConfigError::DriverNeedsUrl);
+        }
+        AppState::build(pool, None, knobs)
+    }
+
+    /// The same, for either `db_driver`: with `tokio-postgres` the hot reads go through
+    /// pipelined connections to `url` (opened on first use, so the schema may be migrated after
+    /// this). `url` must name the pool's database.
+    pub fn with_database_url(
+        pool: sqlx::PgPool,
+        url: &str,
+        knobs: Knobs,
+    ) -> Result<AppState, ConfigError> {
+        AppState::build(pool, Some(url), knobs)
+    }
+
+    fn build(pool: sqlx::PgPool, url: Option<&str>, knobs: Knobs) -> Result<AppState, ConfigError> {
         knobs.validate()?;
         let hasher = PasswordHasher::from_knobs(&knobs)?;
-        let query_timeout = std::time::Duration::from_millis(knobs.query_timeout_ms);
+        let query_timeout = Duration::from_millis(knobs.query_timeout_ms);
+        let mut db = Db::new(pool).with_query_timeout(query_timeout);
+        if let (DbDriver::TokioPostgres, Some(url)) = (knobs.db_driver, url) {
+            let clients = pipelined::PipelinedClients::new(
+                url,
+                knobs.pipelined_connections,
+                query_timeout,
+                Duration::from_millis(knobs.pool_acquire_timeout_ms),
+            )
+            .map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+            db = db.with_pipelined(Arc::new(clients));
+        }
         Ok(AppState {
-            db: Db::new(pool).with_query_timeout(query_timeout),
+            db,
             knobs: Arc::new(knobs),
             hasher,
         })
@@ -107,7 +148,14 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .layer(map_response(error::json_error_fallback));
     if knobs.gzip {
-        router = router.layer(CompressionLayer::new());
+        // tower-http's default predicate with the `gzip_min_bytes` knob for its 32-byte floor: gzip
+        // makes a short body longer (a 99-byte user: 113 bytes, chunked) and under one TCP segment
+        // saves no packet (docs/KNOBS.md has the measurement).
+        let worth_compressing = SizeAbove::new(knobs.gzip_min_bytes)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::SSE);
+        router = router.layer(CompressionLayer::new().compress_when(worth_compressing));
     }
     if knobs.metrics && metrics::recorder().is_some() {
         router = router.layer(from_fn(metrics::record));
@@ -148,7 +196,8 @@ impl Server {
         migrate(&pool)
             .await
             .with_context(|| format!("migrating the database at {}", pgprovision::redact(&url)))?;
-        let state = AppState::new(pool, config.knobs.clone()).context("checking the knobs")?;
+        let state = AppState::with_database_url(pool, &url, config.knobs.clone())
+            .context("checking the knobs")?;
         let server_version = db::server_version(&state.db)
             .await
             .context("reading the PostgreSQL server version")?;
@@ -191,10 +240,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let pool = self.state.db.pool().clone();
+        let pipelined = self.state.db.pipelined().cloned();
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(shutdown)
             .await
             .with_context(|| format!("serving on {}", self.local_addr))?;
+        if let Some(clients) = pipelined {
+            clients.close();
+        }
         if tokio::time::timeout(shutdown::POOL_CLOSE_PATIENCE, pool.close())
             .await
             .is_err()

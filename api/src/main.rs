@@ -1,5 +1,6 @@
-//! The `api` binary: parse the [`api::Config`], set up logging, build a tokio runtime with the
-//! `worker_threads` knob, start an [`api::Server`] and serve until SIGTERM/SIGINT.
+//! The `api` binary: install the allocator of the `allocator` knob ([`api::alloc`]), parse the
+//! [`api::Config`], set up logging, build a tokio runtime with the `worker_threads` knob, start an
+//! [`api::Server`] and serve until SIGTERM/SIGINT.
 //!
 //! Besides the log it prints exactly one line to stderr, `listening on http://ADDR`, so a
 //! harness that asked for port 0 can read the port.
@@ -7,8 +8,23 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 
+/// The `allocator` knob: system or mimalloc, fixed from `API_ALLOCATOR` by the first allocation.
+#[global_allocator]
+static ALLOCATOR: api::alloc::Selectable = api::alloc::Selectable;
+
 fn main() -> anyhow::Result<()> {
     let config = api::Config::parse();
+    let allocator = api::alloc::active();
+    if config.knobs.allocator != allocator {
+        anyhow::bail!(
+            "allocator: --allocator={} but this process started with the {} allocator; the \
+             allocator is chosen from the environment before the arguments are read, so set \
+             API_ALLOCATOR={} instead",
+            config.knobs.allocator.as_str(),
+            allocator.as_str(),
+            config.knobs.allocator.as_str()
+        );
+    }
     api::telemetry::init(&config.knobs).map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -372,7 +372,7 @@ fn unprocessable_entity() -> ApiError {
 }
 
 fn unavailable() -> ApiError {
-    ApiError::Unavailable(sqlx::Error::PoolTimedOut)
+    ApiError::Unavailable(sqlx::Error::PoolTimedOut.into())
 }
 
 fn internal() -> ApiError {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use api::Knobs;
+use api::{DbDriver, Knobs};
 use pgprovision::{Postgres, Provision};
 use reqwest::StatusCode;
 use reqwest::header;
@@ -530,6 +530,7 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
             pool_min: 0,
             test_before_acquire: false,
             pool_acquire_timeout_ms: 2500,
+            db_driver: DbDriver::Sqlx, // the pool's ping semantics, whatever the suite's driver
             ..fault_knobs()
         },
     )
@@ -543,6 +544,7 @@ async fn paused_database_is_503_within_the_timeouts_never_a_hang() {
             pool_min: 0,
             pool_acquire_timeout_ms: 1500,
             query_timeout_ms: 10_000,
+            db_driver: DbDriver::Sqlx,
             ..fault_knobs()
         },
     )
@@ -613,6 +615,7 @@ async fn a_stalled_session_gives_its_pool_slot_back() {
             pool_min: 0,
             test_before_acquire: false,
             pool_acquire_timeout_ms: 2000,
+            db_driver: DbDriver::Sqlx, // the pool's behaviour, whatever the suite's driver
             ..fault_knobs()
         },
     )
@@ -676,11 +679,118 @@ async fn a_stalled_session_gives_its_pool_slot_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_connections_that_stall_or_end_are_replaced() {
+    let database = Database::start().await;
+    let api = Api::start(
+        &database,
+        Knobs {
+            db_driver: DbDriver::TokioPostgres,
+            pipelined_connections: 2,
+            ..fault_knobs()
+        },
+    )
+    .await;
+    let user_id = api.create_user().await;
+    let path = format!("/api/users/{user_id}");
+    let mut observer = database.connect().await;
+    let pipelined_sessions = async |observer: &mut PgConnection| -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 ORDER BY pid",
+        )
+        .bind(api::pipelined::APPLICATION_NAME)
+        .fetch_all(observer)
+        .await
+        .expect("listing the pipelined sessions")
+    };
+    // Two reads open both connections (round-robin).
+    for _ in 0..2 {
+        assert_eq!(api.get(&path).await.status, StatusCode::OK);
+    }
+    let sessions = pipelined_sessions(&mut observer).await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+
+    // One backend stops answering: the read sent to it is a 503 after query_timeout_ms + grace
+    // (never a hang), its connection is abandoned, and reads are served on a new one.
+    let paused = Paused::freeze_pids(vec![u32::try_from(sessions[0]).expect("a pid")]);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let reply = api.get(&path).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(id_of(&reply.json()), user_id);
+        } else {
+            reply.assert_unavailable("a stalled pipelined session");
+            stalled.push(reply.elapsed);
+        }
+    }
+    assert_eq!(stalled.len(), 1, "503s after {stalled:?}");
+    assert!(
+        stalled[0] >= Duration::from_millis(1000) && stalled[0] < Duration::from_millis(2500),
+        "the stalled read took {:?}",
+        stalled[0]
+    );
+    drop(paused);
+
+    // Every session terminated: each connection notices it has closed, and reads are served
+    // again on new ones — at most one 503 per connection on the way.
+    let sessions = pipelined_sessions(&mut observer).await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&sessions)
+        .execute(&mut observer)
+        .await
+        .expect("terminating the pipelined sessions");
+    wait_until(
+        "the terminated sessions to end",
+        Duration::from_secs(5),
+        async || {
+            let alive = pipelined_sessions(&mut observer).await;
+            sessions.iter().all(|pid| !alive.contains(pid))
+        },
+    )
+    .await;
+    let (recovered, failures) = until_served(&api, user_id, Duration::from_secs(5)).await;
+    let mut failures = failures;
+    for _ in 0..4 {
+        let reply = api.get(&path).await;
+        if reply.status != StatusCode::OK {
+            reply.assert_unavailable("after pg_terminate_backend, pipelined");
+            failures += 1;
+        }
+    }
+    assert!(
+        failures <= 2,
+        "{failures} failures with 2 pipelined connections"
+    );
+
+    // The whole server paused: a read on an open connection is bounded by the query timeout, one
+    // that has to open a connection by the open timeout (pool_acquire_timeout_ms): 503 either way.
+    {
+        let _paused = Paused::freeze(&database);
+        for _ in 0..3 {
+            let reply = api.get(&path).await;
+            reply.assert_unavailable("paused server, pipelined");
+            assert!(
+                reply.elapsed < Duration::from_millis(5000 + 1000),
+                "answered after {:?}",
+                reply.elapsed
+            );
+        }
+    }
+    until_served(&api, user_id, Duration::from_secs(5)).await;
+    eprintln!(
+        "pipelined: stalled read 503 after {:?}; after terminate served again in {recovered:?} \
+         with {failures} × 503",
+        stalled[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_sessions_are_replaced_without_restarting_the_api() {
     let database = Database::start().await;
     let warm = Knobs {
         pool_max: 3,
         pool_min: 3,
+        db_driver: DbDriver::Sqlx, // the pool's behaviour, whatever the suite's driver
         ..fault_knobs()
     };
     let tested = Api::start(&database, warm.clone()).await;
@@ -757,6 +867,7 @@ async fn exhausted_pool_is_503_with_retry_after_and_keeps_its_connection() {
                 pool_min: 0,
                 pool_acquire_timeout_ms: 500,
                 query_timeout_ms: 1500,
+                db_driver: DbDriver::Sqlx, // the pool's behaviour, whatever the suite's driver
                 ..fault_knobs()
             },
         )

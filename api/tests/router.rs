@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Read as _;
 
-use api::{AppState, Knobs, PostsStrategy, app};
+use api::{AppState, DbDriver, JsonBuffer, Knobs, PostsStrategy, app};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -698,8 +698,143 @@ async fn gzip_knob_is_honoured_with_accept_encoding() {
 }
 
 #[tokio::test]
+async fn gzip_min_bytes_leaves_small_bodies_uncompressed() {
+    let state = state_with(test_knobs()).await;
+    let author = create_user(&app(state.clone()), &email()).await;
+    let path = format!("/api/users/{}", id_of(&author));
+    let small = gzip_reply(&app(state.clone()), &path, false).await;
+    let size = u16::try_from(small.body.len()).expect("a user is small");
+    let with_floor = |gzip_min_bytes| {
+        app(with_knobs(
+            &state,
+            Knobs {
+                gzip_min_bytes,
+                ..test_knobs()
+            },
+        ))
+    };
+    // At or above the floor: compressed; one byte below it: sent as is, byte for byte.
+    let zipped = gzip_reply(&with_floor(size), &path, true).await;
+    assert_eq!(zipped.header(header::CONTENT_ENCODING), Some("gzip"));
+    let plain = gzip_reply(&with_floor(size + 1), &path, true).await;
+    assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(plain.body, small.body);
+}
+
+/// Every hot-read response of `apps[0]` (the reference), compared with every other app's
+/// byte for byte, with status, `Content-Type`, `ETag` and `Cache-Control`.
+async fn assert_same_replies(apps: &[(&str, Router)], paths: &[String]) {
+    let (reference_name, reference) = &apps[0];
+    for path in paths {
+        let expected = call(reference, get(path)).await;
+        for (name, other) in &apps[1..] {
+            let reply = call(other, get(path)).await;
+            let what = format!("{path}: {name} vs {reference_name}");
+            assert_eq!(reply.status, expected.status, "{what}");
+            for header in [header::CONTENT_TYPE, header::ETAG, header::CACHE_CONTROL] {
+                assert_eq!(
+                    reply.header(header.clone()),
+                    expected.header(header.clone()),
+                    "{what}: {header}"
+                );
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&reply.body),
+                String::from_utf8_lossy(&expected.body),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn both_db_drivers_and_both_json_buffers_answer_byte_for_byte_alike() {
+    let url = common::fresh_database_url().await;
+    let knobs = |db_driver, json_buffer| Knobs {
+        db_driver,
+        json_buffer,
+        ..test_knobs()
+    };
+    let sqlx_knobs = knobs(DbDriver::Sqlx, JsonBuffer::Default);
+    let pool = api::db::connect(&url, &sqlx_knobs)
+        .await
+        .expect("connecting");
+    api::migrate(&pool).await.expect("migrating");
+    let state = |knobs| AppState::with_database_url(pool.clone(), &url, knobs).expect("valid");
+    let reference = app(state(sqlx_knobs.clone()));
+    let pipelined_state = state(knobs(DbDriver::TokioPostgres, JsonBuffer::Default));
+    let apps = [
+        ("sqlx, default buffer", reference.clone()),
+        (
+            "sqlx, presized buffer",
+            app(state(knobs(DbDriver::Sqlx, JsonBuffer::Presized))),
+        ),
+        (
+            "tokio-postgres, default buffer",
+            app(pipelined_state.clone()),
+        ),
+        (
+            "tokio-postgres, presized buffer",
+            app(state(knobs(DbDriver::TokioPostgres, JsonBuffer::Presized))),
+        ),
+    ];
+
+    // Text that needs JSON escapes and multi-byte UTF-8, and a body long enough to regrow a buffer.
+    let body = json!({
+        "email": email(),
+        "password": "correct horse",
+        "name": "Zoë \"Q\" \\ </script>\t✓",
+    });
+    let reply = call(&reference, post_json("/api/users", body.to_string())).await;
+    reply.assert_status(StatusCode::CREATED);
+    let odd = id_of(&reply.json());
+    let plain = id_of(&create_user(&reference, &email()).await);
+    let mut post_ids = Vec::new();
+    for i in 0..25 {
+        let body = json!({
+            "author_id": if i % 2 == 0 { odd } else { plain },
+            "title": format!("post {i} «ü»"),
+            "body": format!("line\n{}", "x".repeat(50 * i)),
+        });
+        let reply = call(&reference, post_json("/api/posts", body.to_string())).await;
+        reply.assert_status(StatusCode::CREATED);
+        post_ids.push(id_of(&reply.json()));
+    }
+    let absent = post_ids.iter().max().copied().unwrap_or_default() + odd + plain + 1000;
+    let paths = [
+        format!("/api/users/{odd}"),
+        format!("/api/users/{plain}"),
+        format!("/api/users/{absent}"),
+        format!("/api/users?ids={plain},{odd},{absent},{odd}"),
+        format!("/api/users?ids={absent}"),
+        format!("/api/posts/{}", post_ids[0]),
+        format!("/api/posts/{}", post_ids[24]),
+        format!("/api/posts/{absent}"),
+        "/api/posts".to_owned(),
+        "/api/posts?limit=1".to_owned(),
+        "/api/posts?limit=100".to_owned(),
+        "/api/users/0".to_owned(),
+        "/api/posts?limit=0".to_owned(),
+    ];
+    assert_same_replies(&apps, &paths).await;
+
+    // The pipelined driver issues the same statements: 2 for a batch list, 1 for a point read.
+    let before = pipelined_state.db.queries_issued();
+    let pipelined = app(pipelined_state.clone());
+    call(&pipelined, get("/api/posts?limit=10"))
+        .await
+        .assert_status(StatusCode::OK);
+    call(&pipelined, get(&format!("/api/users/{odd}")))
+        .await
+        .assert_status(StatusCode::OK);
+    assert_eq!(pipelined_state.db.queries_issued() - before, 3);
+}
+
+#[tokio::test]
 async fn pool_exhaustion_is_503_with_retry_after() {
+    // The sqlx pool's own bound: the hot reads must go through the pool here.
     let state = state_with(Knobs {
+        db_driver: DbDriver::Sqlx,
         pool_max: 1,
         pool_min: 0,
         pool_acquire_timeout_ms: 100,
@@ -737,7 +872,7 @@ async fn healthz_reports_database_and_every_knob() {
     );
     assert_eq!(body["knobs"]["posts_strategy"], "batch");
     assert_eq!(body["knobs"]["argon2_memory_kib"], 64);
-    assert_eq!(body["knobs"].as_object().map(|o| o.len()), Some(16));
+    assert_eq!(body["knobs"].as_object().map(|o| o.len()), Some(22));
 
     state.db.pool().close().await;
     let down = call(&app, get("/healthz")).await;

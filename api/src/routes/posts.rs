@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::db::{self, Post, PostWithAuthor};
 use crate::error::ApiError;
 use crate::extract::{PathId, ValidatedJson, parse_limit};
+use crate::json::{self, JsonSize};
 use crate::openapi::{CreatePostErrors, GetPostErrors, ListPostsErrors};
 
 /// The body of `POST /api/posts`; optional fields so a missing one is a per-field error. The
@@ -118,6 +119,12 @@ pub struct PostList {
     pub posts: Vec<PostWithAuthor>,
 }
 
+impl JsonSize for PostList {
+    fn json_size(&self) -> usize {
+        json::LIST_WRAPPER_BYTES + self.posts.json_size()
+    }
+}
+
 /// `GET /api/posts?limit=N` → newest posts with authors, by the `posts_strategy` knob.
 #[utoipa::path(
     get,
@@ -134,11 +141,11 @@ pub struct PostList {
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<PostList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let limit = parse_limit(query.limit.as_deref())?;
     let posts = db::list_posts(&state.db, limit, state.knobs.posts_strategy).await?;
-    Ok(Json(PostList { posts }))
+    json::response(&PostList { posts }, state.knobs.json_buffer)
 }
 
 /// `GET /api/posts/{id}` → 200 post with `ETag` + `Cache-Control` (when the `cache_headers`
@@ -194,8 +201,7 @@ pub async fn get(
     let post = db::get_post(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("post not found"))?;
-    let body = serde_json::to_vec(&post)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("serialising post {id}: {e}")))?;
+    let body = json::to_vec(&post, state.knobs.json_buffer)?;
     let mut response_headers = HeaderMap::new();
     if state.knobs.cache_headers {
         let etag = etag_of(&body);

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
@@ -12,6 +13,7 @@ use crate::AppState;
 use crate::db::{self, User};
 use crate::error::ApiError;
 use crate::extract::{PathId, ValidatedJson, parse_id_list};
+use crate::json::{self, JsonSize};
 use crate::openapi::{CreateUserErrors, GetUserErrors, ListUsersErrors};
 
 /// The body of `POST /api/users`. Fields are optional so that a missing one is a per-field
@@ -146,14 +148,11 @@ pub async fn create(
         GetUserErrors,
     )
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    PathId(id): PathId,
-) -> Result<Json<User>, ApiError> {
-    db::get_user(&state.db, id)
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
+    let user = db::get_user(&state.db, id)
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("user not found"))
+        .ok_or(ApiError::NotFound("user not found"))?;
+    json::response(&user, state.knobs.json_buffer)
 }
 
 /// The query string of `GET /api/users`.
@@ -179,6 +178,12 @@ pub struct UserList {
     pub users: Vec<User>,
 }
 
+impl JsonSize for UserList {
+    fn json_size(&self) -> usize {
+        json::LIST_WRAPPER_BYTES + self.users.json_size()
+    }
+}
+
 /// `GET /api/users?ids=1,2,3` → the existing users among the ids, ordered by id, one query.
 #[utoipa::path(
     get,
@@ -199,11 +204,11 @@ pub struct UserList {
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<UserList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let ids = parse_id_list(query.ids.as_deref())?;
     let users = db::get_users(&state.db, &ids).await?;
-    Ok(Json(UserList { users }))
+    json::response(&UserList { users }, state.knobs.json_buffer)
 }
 
 #[cfg(test)]

@@ -2,12 +2,15 @@
 //! process-wide cluster), test knobs with a cheap argon2 cost, and checks of the error shape.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use api::{AppState, Knobs, LogFormat};
+use api::{AppState, DbDriver, Knobs, LogFormat};
 use axum::http::header::{CONTENT_TYPE, HeaderName};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-/// Knobs for tests: the documented defaults with a cheap argon2id cost, a small pool and no logs.
+/// Knobs for tests: the documented defaults with a cheap argon2id cost, a small pool and no logs;
+/// the hot reads' driver from `APIBENCH_TEST_DB_DRIVER` (`sqlx` | `tokio-postgres`) when set, so
+/// the whole suite runs under either `db_driver`:
+/// `APIBENCH_TEST_DB_DRIVER=tokio-postgres cargo test -p api`.
 pub fn test_knobs() -> Knobs {
     Knobs {
         pool_max: 5,
@@ -15,7 +18,17 @@ pub fn test_knobs() -> Knobs {
         argon2_memory_kib: 64,
         argon2_iterations: 1,
         log_format: LogFormat::Off,
+        db_driver: test_db_driver(),
         ..Knobs::default()
+    }
+}
+
+/// `APIBENCH_TEST_DB_DRIVER`, or the default driver; an unknown value fails the test run.
+pub fn test_db_driver() -> DbDriver {
+    match std::env::var("APIBENCH_TEST_DB_DRIVER").as_deref() {
+        Err(_) | Ok("") => Knobs::default().db_driver,
+        Ok(value) => <DbDriver as clap::ValueEnum>::from_str(value, false)
+            .unwrap_or_else(|e| panic!("APIBENCH_TEST_DB_DRIVER={value}: {e}")),
     }
 }
 
@@ -37,7 +50,7 @@ pub async fn state_with(knobs: Knobs) -> AppState {
     api::migrate(&pool)
         .await
         .expect("migrating the fresh test database");
-    AppState::new(pool, knobs).expect("test knobs are valid")
+    AppState::with_database_url(pool, &url, knobs).expect("test knobs are valid")
 }
 
 /// A response as both suites see it (status, headers, the whole body).

@@ -54,7 +54,7 @@ function createApp({ config, pool, logger, repo = createRepo(pool), hashPassword
 
   if (knobs.gzip) {
     app.use(gzipOnly);
-    app.use(compression({ threshold: 32 })); // tower-http's default minimum size
+    app.use(compression({ threshold: knobs.gzip_min_bytes })); // the Rust API's gzip_min_bytes
   }
 
   const users = userRoutes({ repo, hashPassword: hashPassword || makeHasher(knobs) });

@@ -162,6 +162,8 @@ function loadConfig(env = process.env, { availableParallelism = os.availablePara
     // Per statement: PostgreSQL's statement_timeout, and pg's query_timeout 250 ms later (db.js).
     query_timeout_ms: parseIntKnob(env, 'API_QUERY_TIMEOUT_MS', 2000, 1, 2 ** 31 - 1),
     gzip: parseBoolKnob(env, 'API_GZIP', true),
+    // Bodies below this many bytes go out uncompressed (the compression middleware's threshold).
+    gzip_min_bytes: parseIntKnob(env, 'API_GZIP_MIN_BYTES', 1024, 0, 65535),
     cache_headers: parseBoolKnob(env, 'API_CACHE_HEADERS', true),
     cache_max_age_secs: parseIntKnob(env, 'API_CACHE_MAX_AGE_SECS', 3600, 0, 2 ** 31 - 1),
     posts_strategy: parseEnumKnob(env, 'API_POSTS_STRATEGY', 'batch', POSTS_STRATEGIES),
@@ -173,6 +175,13 @@ function loadConfig(env = process.env, { availableParallelism = os.availablePara
     argon2_memory_kib: argon2MemoryKib,
     argon2_iterations: parseIntKnob(env, 'API_ARGON2_ITERATIONS', 2, 1, 2 ** 32 - 1),
     argon2_parallelism: argon2Parallelism,
+    // The Rust API's database driver, its statement cache, allocator and JSON buffer: nothing
+    // here to switch (node-postgres, V8's heap, JSON.stringify), reported as "n/a".
+    statement_cache: 'n/a',
+    db_driver: 'n/a',
+    pipelined_connections: 'n/a',
+    allocator: 'n/a',
+    json_buffer: 'n/a',
   };
 
   const { workers: nodeWorkers, variable: workersVar } = parseNodeWorkers(env, availableParallelism);
@@ -183,7 +192,15 @@ function loadConfig(env = process.env, { availableParallelism = os.availablePara
 }
 
 // What /healthz reports: every knob, with the ones this target cannot honour as "n/a".
-const NOT_APPLICABLE = ['test_before_acquire', 'worker_threads'];
+const NOT_APPLICABLE = [
+  'test_before_acquire',
+  'worker_threads',
+  'statement_cache',
+  'db_driver',
+  'pipelined_connections',
+  'allocator',
+  'json_buffer',
+];
 
 function reportedKnobs(knobs) {
   const out = {};
