@@ -108,6 +108,29 @@ pub fn pin_tree(root: u32, cpus: &CpuList) -> Result<usize, String> {
     Ok(pinned)
 }
 
+/// Pins every thread of this process to `cpus` (threads started later inherit it from the
+/// thread that starts them); returns how many were pinned. Children already running keep their
+/// own masks; children started later inherit it — the runner gives targets and PostgreSQL their
+/// own mask explicitly.
+pub fn pin_own_threads(cpus: &CpuList) -> Result<usize, String> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus.cpus() {
+        set.set(cpu)
+            .map_err(|e| format!("CPU {cpu} cannot be used: {e}"))?;
+    }
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| format!("cannot list this process's threads: {e}"))?;
+    let mut pinned = 0;
+    for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
+            Ok(()) => pinned += 1,
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(format!("cannot pin thread {tid} to {cpus}: {e}")),
+        }
+    }
+    Ok(pinned)
+}
+
 /// The CPUs thread `tid` may run on (for tests and diagnostics).
 pub fn affinity_of(tid: u32) -> Option<CpuList> {
     let set = sched_getaffinity(Pid::from_raw(i32::try_from(tid).ok()?)).ok()?;

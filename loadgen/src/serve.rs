@@ -102,12 +102,15 @@ pub async fn serve(args: &ServeArgs, mut cancel: watch::Receiver<bool>) -> Resul
             .log
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("apibench-serve-{nonce}.log")));
+        // `[cpus] target` applies here too: the target is the one thing `serve` starts.
+        let variant_cpus = scenario.cpus.target.clone();
         let running = target::start(
             &variant.target,
             &variant.knobs,
             Some(&url),
             &target_env,
             &log,
+            variant_cpus.as_ref(),
         )
         .await?;
         println!(

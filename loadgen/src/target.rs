@@ -8,6 +8,7 @@
 //! the handle keeps how it was started (program, arguments, environment, address) and starts it
 //! again identically, so the load, the ramp and the final stop carry on with the same handle.
 
+use crate::engine::workers::CpuList;
 use crate::knobs::{self, Knobs};
 use crate::scenario::TargetSpec;
 use nix::sys::signal::{Signal, killpg};
@@ -181,6 +182,9 @@ struct Launch {
     listen_flag: bool,
     what: String,
     log_path: PathBuf,
+    /// `[cpus] target`: the process is pinned the moment it exists (before its runtime sizes
+    /// itself to the CPUs it sees), and so is every restart.
+    cpus: Option<CpuList>,
 }
 
 /// What [`RunningTarget::kill_and_restart`] did.
@@ -349,6 +353,11 @@ impl Launch {
             source,
         })?;
         let pid = child.id();
+        if let (Some(cpus), Some(pid)) = (&self.cpus, pid)
+            && let Err(e) = crate::placement::pin_tree(pid, cpus)
+        {
+            tracing::warn!("{} not pinned to CPUs {cpus}: {e}", self.what);
+        }
         // Forward stderr to the log, and pick up the API's "listening on http://ADDR" line.
         let (addr_tx, addr_rx) = tokio::sync::mpsc::channel::<String>(1);
         if let Some(stderr) = child.stderr.take() {
@@ -382,6 +391,7 @@ pub async fn start(
     database_url: Option<&str>,
     env: &TargetEnv,
     log_path: &Path,
+    cpus: Option<&CpuList>,
 ) -> Result<RunningTarget, TargetError> {
     let mut launch = match spec {
         TargetSpec::Url { url } => return Ok(RunningTarget::external(url)),
@@ -397,6 +407,7 @@ pub async fn start(
                 listen_flag: true,
                 what: format!("api ({})", env.api_bin.display()),
                 log_path: log_path.to_path_buf(),
+                cpus: cpus.cloned(),
             }
         }
         TargetSpec::Node => {
@@ -411,6 +422,7 @@ pub async fn start(
                 listen_flag: false,
                 what: format!("node baseline ({})", dir.display()),
                 log_path: log_path.to_path_buf(),
+                cpus: cpus.cloned(),
             }
         }
     };

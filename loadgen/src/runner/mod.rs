@@ -404,6 +404,25 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     if let Some(text) = &info.load.generator_warning {
         output::warn(text);
     }
+    // The generator's CPUs hold every apibench thread (workers, collector, sampler, main), not
+    // only the workers; what apibench starts from now on would inherit them, so the target and
+    // PostgreSQL get their own mask — as asked, else every CPU apibench was allowed.
+    let postgres_asked = scenario.cpus.postgres.is_some();
+    if let Some(cpus) = &generator.cpus {
+        match crate::placement::pin_own_threads(cpus) {
+            Ok(_) => {
+                scenario
+                    .cpus
+                    .target
+                    .get_or_insert_with(|| allowed_cpus.clone());
+                scenario
+                    .cpus
+                    .postgres
+                    .get_or_insert_with(|| allowed_cpus.clone());
+            }
+            Err(e) => output::warn(&format!("apibench's own threads not pinned to {cpus}: {e}")),
+        }
+    }
     let mut placement = crate::placement::PlacementInfo {
         cpus: crate::scenario::CpuPlacement {
             generator: generator.cpus.clone(),
@@ -449,7 +468,9 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
                             .to_string(),
                     ),
                 };
-                if let Some(note) = note {
+                if let Some(note) = note
+                    && postgres_asked
+                {
                     output::warn(&format!("[cpus] postgres = \"{cpus}\" not applied: {note}"));
                     placement
                         .notes

@@ -53,6 +53,7 @@ impl Phase<'_> {
                 copy.as_ref().map(|(_, _, url)| url.as_str()),
                 self.target_env,
                 &log_path,
+                self.scenario.cpus.target.as_ref(),
             ) => Some(started),
             _ = cancel.wait_for(|c| *c) => None,
         };
@@ -60,7 +61,6 @@ impl Phase<'_> {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(running)) => {
-                self.pin_target(&running);
                 let mut measured = self.measure(&running, &dir, cancel.clone()).await;
                 if let (Ok(m), Some(find_max)) = (&mut measured, &self.scenario.find_max)
                     && !m.partial
@@ -239,20 +239,6 @@ impl Phase<'_> {
     }
 
     /// The processes the sampler watches during a load phase.
-    /// `[cpus] target`: the target's whole tree (a Node cluster's workers too) on those CPUs,
-    /// before anything is measured. A failure is warned about; the run goes on unpinned.
-    fn pin_target(&self, running: &target::RunningTarget) {
-        let (Some(cpus), Some(pid)) = (&self.scenario.cpus.target, running.current_pid()) else {
-            return;
-        };
-        if let Err(e) = crate::placement::pin_tree(pid, cpus) {
-            crate::output::warn(&format!(
-                "[cpus] target = \"{cpus}\" not applied to {}: {e}",
-                self.variant.name
-            ));
-        }
-    }
-
     fn watched(&self, running: &target::RunningTarget) -> Watched {
         Watched {
             target_pid: running.pid,
