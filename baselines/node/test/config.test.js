@@ -19,6 +19,7 @@ test('defaults are the documented ones (docs/KNOBS.md)', () => {
     test_before_acquire: true,
     query_timeout_ms: 2000,
     gzip: true,
+    gzip_min_bytes: 1024,
     cache_headers: true,
     cache_max_age_secs: 3600,
     posts_strategy: 'batch',
@@ -29,6 +30,11 @@ test('defaults are the documented ones (docs/KNOBS.md)', () => {
     argon2_memory_kib: 19456,
     argon2_iterations: 2,
     argon2_parallelism: 1,
+    statement_cache: 'n/a',
+    db_driver: 'n/a',
+    pipelined_connections: 'n/a',
+    allocator: 'n/a',
+    json_buffer: 'n/a',
   });
 });
 

@@ -207,12 +207,25 @@ test('the contract against PostgreSQL', { skip }, async (t) => {
     assertError(await get(B, '/api/posts/x'), 400, 'bad_request');
   });
 
-  await t.test('gzip when accepted', async () => {
-    const res = await get(B, '/api/posts', { 'accept-encoding': 'gzip' });
+  await t.test('gzip when accepted (and the body reaches gzip_min_bytes)', async () => {
+    // The three posts' page is under the default 1024-byte floor: sent as is.
+    const small = await get(B, '/api/posts', { 'accept-encoding': 'gzip' });
+    assert.equal(small.headers['content-encoding'], undefined);
+    assert.ok(small.buf.length < 1024, `${small.buf.length} bytes`);
+    const low = createApp({
+      config: config({ API_GZIP_MIN_BYTES: '32' }),
+      pool: cpool,
+      logger: silent,
+      repo: createRepo(cpool),
+    });
+    const lowSrv = await serve(low);
+    t.after(() => lowSrv.close());
+    const L = lowSrv.base;
+    const res = await get(L, '/api/posts', { 'accept-encoding': 'gzip' });
     assert.equal(res.headers['content-encoding'], 'gzip');
     assert.equal(JSON.parse(zlib.gunzipSync(res.buf)).posts.length, 3);
-    assert.equal((await get(B, '/api/posts', { 'accept-encoding': 'br' })).headers['content-encoding'], undefined);
-    assert.equal((await get(B, '/api/posts')).headers['content-encoding'], undefined);
+    assert.equal((await get(L, '/api/posts', { 'accept-encoding': 'br' })).headers['content-encoding'], undefined);
+    assert.equal((await get(L, '/api/posts')).headers['content-encoding'], undefined);
   });
 
   await t.test('unknown routes 404, wrong methods 405, always JSON', async () => {
