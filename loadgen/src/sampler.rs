@@ -80,10 +80,14 @@ pub struct ResourceSummary {
 }
 
 /// Which processes to watch.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Watched {
     pub target_pid: Option<u32>,
     pub postgres_pid: Option<u32>,
+    /// Where the sampler thread itself runs: off the generator's workers when the generator is
+    /// pinned (reading PostgreSQL's tree costs ~10 % of a core, and beside a worker it delays the
+    /// worker's wake-ups by milliseconds); `None`: the thread that starts it decides.
+    pub cpus: Option<crate::engine::workers::CpuList>,
 }
 
 /// A running sampler: its own OS thread, stopped by [`Sampler::stop`].
@@ -129,7 +133,14 @@ impl Sampler {
         let (stop_tx, stop_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("apibench-sampler".into())
-            .spawn(move || sampling_loop(watched, csv, &stop_rx, live.as_ref()))?;
+            .spawn(move || {
+                if let Some(cpus) = &watched.cpus
+                    && let Err(e) = crate::engine::workers::pin_current_thread(cpus)
+                {
+                    tracing::warn!("the sampler stays on the generator's CPUs: {e}");
+                }
+                sampling_loop(watched, csv, &stop_rx, live.as_ref())
+            })?;
         Ok(Sampler { stop_tx, thread })
     }
 
@@ -980,6 +991,7 @@ mod tests {
         let watched = Watched {
             target_pid: own,
             postgres_pid: own,
+            cpus: None,
         };
         let sampler = Sampler::start(watched, Some(&csv_path)).expect("starts");
         std::thread::sleep(Duration::from_millis(600));

@@ -337,6 +337,7 @@ impl Session<'_> {
             Watched {
                 target_pid: Some(self.server.pid()),
                 postgres_pid: None,
+                cpus: None,
             },
             None,
         )

@@ -391,7 +391,7 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         "{:08x}",
         rand::random::<u32>() ^ std::process::id().rotate_left(16)
     );
-    let generator = Generator::choose(&opts, &scenario.load);
+    let mut generator = Generator::choose(&opts, &scenario.load);
     let mut info = run_info(&scenario, &variants, &opts, &generator, &started_at);
     info.shard = opts.shard.map(|s| ShardRunInfo {
         index: s.index,
@@ -408,9 +408,17 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     // only the workers; what apibench starts from now on would inherit them, so the target and
     // PostgreSQL get their own mask — as asked, else every CPU apibench was allowed.
     let postgres_asked = scenario.cpus.postgres.is_some();
-    if let Some(cpus) = &generator.cpus {
-        match crate::placement::pin_own_threads(cpus) {
+    if let Some(cpus) = generator.cpus.clone() {
+        match crate::placement::pin_own_threads(&cpus) {
             Ok(_) => {
+                let rest: Vec<usize> = allowed_cpus
+                    .cpus()
+                    .iter()
+                    .copied()
+                    .filter(|c| !cpus.cpus().contains(c))
+                    .collect();
+                generator.observer_cpus =
+                    (!rest.is_empty()).then(|| engine::workers::CpuList::new(rest));
                 scenario
                     .cpus
                     .target
@@ -659,6 +667,9 @@ async fn measure_baseline(
 pub struct Generator {
     pub threads: usize,
     pub cpus: Option<engine::workers::CpuList>,
+    /// The CPUs left to apibench's observers (the `/proc` sampler) when the generator is pinned:
+    /// every allowed CPU but the generator's (`None`: none left, or not pinned).
+    pub observer_cpus: Option<engine::workers::CpuList>,
 }
 
 impl Generator {
@@ -677,6 +688,7 @@ impl Generator {
         Generator {
             threads: engine::effective_threads(threads, load.users),
             cpus,
+            observer_cpus: None,
         }
     }
 

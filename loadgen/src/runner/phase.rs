@@ -246,6 +246,7 @@ impl Phase<'_> {
                 .databases
                 .filter(|_| self.variant.target.needs_database())
                 .and_then(Databases::postmaster_pid),
+            cpus: self.generator.observer_cpus.clone(),
         }
     }
 
