@@ -7,9 +7,9 @@
 //! tree that is replaced (a `target_kill` fault's restart, a `pg_restart`) is not pinned again.
 //! This module never starts or stops a process.
 
-use crate::engine::workers::CpuList;
+use crate::engine::workers::{CpuList, affinity, cpu_set};
 use crate::scenario::CpuPlacement;
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sched::sched_setaffinity;
 use nix::unistd::Pid;
 
 /// Where each process tree ran, for run.json and the report.
@@ -42,16 +42,12 @@ impl PlacementInfo {
     }
 }
 
-/// The CPUs this process may run on, as a list.
+/// The CPUs this thread may run on (its affinity mask), else every CPU the machine has.
 pub fn allowed_cpus() -> CpuList {
-    let cpus = sched_getaffinity(Pid::this())
-        .map(|set| {
-            (0..CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .collect()
-        })
-        .unwrap_or_default();
-    CpuList::new(cpus)
+    affinity(Pid::this()).unwrap_or_else(|| {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        CpuList::new((0..n).collect())
+    })
 }
 
 /// Refuses a `[cpus]` entry naming a CPU this process may not use; the message names the field.
@@ -76,11 +72,7 @@ pub fn check(placement: &CpuPlacement, allowed: &CpuList) -> Result<(), String> 
 /// Pins every thread of every process in `root`'s tree to `cpus`; returns how many threads were
 /// pinned. Two passes, so a thread or child born during the first is caught by the second.
 pub fn pin_tree(root: u32, cpus: &CpuList) -> Result<usize, String> {
-    let mut set = CpuSet::new();
-    for &cpu in cpus.cpus() {
-        set.set(cpu)
-            .map_err(|e| format!("CPU {cpu} cannot be used: {e}"))?;
-    }
+    let set = cpu_set(cpus)?;
     let mut pinned = 0;
     for _ in 0..2 {
         pinned = 0;
@@ -113,11 +105,7 @@ pub fn pin_tree(root: u32, cpus: &CpuList) -> Result<usize, String> {
 /// own masks; children started later inherit it — the runner gives targets and PostgreSQL their
 /// own mask explicitly.
 pub fn pin_own_threads(cpus: &CpuList) -> Result<usize, String> {
-    let mut set = CpuSet::new();
-    for &cpu in cpus.cpus() {
-        set.set(cpu)
-            .map_err(|e| format!("CPU {cpu} cannot be used: {e}"))?;
-    }
+    let set = cpu_set(cpus)?;
     let tasks = std::fs::read_dir("/proc/self/task")
         .map_err(|e| format!("cannot list this process's threads: {e}"))?;
     let mut pinned = 0;
@@ -133,12 +121,7 @@ pub fn pin_own_threads(cpus: &CpuList) -> Result<usize, String> {
 
 /// The CPUs thread `tid` may run on (for tests and diagnostics).
 pub fn affinity_of(tid: u32) -> Option<CpuList> {
-    let set = sched_getaffinity(Pid::from_raw(i32::try_from(tid).ok()?)).ok()?;
-    Some(CpuList::new(
-        (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .collect(),
-    ))
+    affinity(Pid::from_raw(i32::try_from(tid).ok()?))
 }
 
 #[cfg(test)]

@@ -172,16 +172,7 @@ pub fn place(
 
 /// The CPUs this process may run on, ascending.
 fn allowed_cpus() -> Vec<usize> {
-    use nix::sched::{CpuSet, sched_getaffinity};
-    match sched_getaffinity(nix::unistd::Pid::this()) {
-        Ok(set) => (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-            .collect(),
-        Err(_) => {
-            let n = std::thread::available_parallelism().map_or(1, usize::from);
-            (0..n).collect()
-        }
-    }
+    crate::placement::allowed_cpus().cpus().to_vec()
 }
 
 /// The one-request scenario a calibration run follows.

@@ -120,14 +120,29 @@ pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     Ok(CpuList::new(cpus))
 }
 
-/// Pins the calling thread to `cpus` (`sched_setaffinity` on thread id 0 = this thread).
-pub fn pin_current_thread(cpus: &CpuList) -> Result<(), String> {
+/// `cpus` as the kernel's affinity mask.
+pub fn cpu_set(cpus: &CpuList) -> Result<nix::sched::CpuSet, String> {
     let mut set = nix::sched::CpuSet::new();
     for &cpu in cpus.cpus() {
         set.set(cpu)
             .map_err(|e| format!("CPU {cpu} cannot be used: {e}"))?;
     }
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+    Ok(set)
+}
+
+/// The CPUs thread (or process) `pid` may run on; `None` when the kernel will not say.
+pub fn affinity(pid: nix::unistd::Pid) -> Option<CpuList> {
+    let set = nix::sched::sched_getaffinity(pid).ok()?;
+    Some(CpuList::new(
+        (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+    ))
+}
+
+/// Pins the calling thread to `cpus` (`sched_setaffinity` on thread id 0 = this thread).
+pub fn pin_current_thread(cpus: &CpuList) -> Result<(), String> {
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu_set(cpus)?)
         .map_err(|e| format!("cannot pin to CPUs {cpus}: {e}"))
 }
 
