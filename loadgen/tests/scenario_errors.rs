@@ -348,14 +348,27 @@ fn cpus_and_baseline_are_checked_with_their_lines() {
 
 #[test]
 fn the_api_ceiling_scenarios_parse_with_a_baseline_and_a_placement() {
-    for file in ["api-ceiling.toml", "api-ceiling-mixed.toml"] {
+    for file in [
+        "api-ceiling.toml",
+        "api-ceiling-ramp.toml",
+        "api-ceiling-mixed.toml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../scenarios")
             .join(file);
         let s = scenario::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(s.baseline.is_some(), "{file}");
         assert!(!s.cpus.is_empty(), "{file}");
-        assert!(s.find_max.is_some(), "{file}");
+        // The ramp asks for the highest arrival rate within a budget; the other two drive the
+        // API as pgbench drives PostgreSQL: a closed loop of as many users as its clients.
+        if file.contains("ramp") {
+            assert!(s.find_max.is_some(), "{file}");
+        } else {
+            assert!(s.find_max.is_none(), "{file}");
+            assert_eq!(s.load.model, scenario::LoadModel::Closed, "{file}");
+            let clients = s.baseline.as_ref().map(|b| u64::from(b.clients));
+            assert_eq!(Some(s.load.users as u64), clients, "{file}");
+        }
         // One knob per variant against the first (the "best" set combines the winners).
         let first = &s.variants[0];
         for v in s.variants[1..].iter().filter(|v| v.name != "best") {

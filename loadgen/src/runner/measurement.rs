@@ -69,6 +69,8 @@ pub fn build_measurement(
     let probe_lag_us = Percentiles::of(&facts.outcome.probe_lag);
     let cpus_allowed = facts.generator_cpus_allowed;
     let successes = recording.requests.saturating_sub(recording.errors);
+    let mean_service_us =
+        (successes > 0).then(|| recording.service_sum_us as f64 / successes as f64);
     let verdict = verdict::judge(&Evidence {
         // A partial run never reached its schedule's end: judge lateness, not the rate.
         target_rate_per_sec: if partial { None } else { target_rate_per_sec },
@@ -86,8 +88,7 @@ pub fn build_measurement(
         generator_cpus_allowed: cpus_allowed,
         max_users: facts.outcome.max_users as u64,
         peak_users_busy: facts.outcome.peak_users_busy as u64,
-        mean_service_us: (successes > 0)
-            .then(|| recording.service_sum_us as f64 / successes as f64),
+        mean_service_us,
     });
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let drain_ms = match recording.last_measured_completion_us {
@@ -136,6 +137,7 @@ pub fn build_measurement(
         ttfb_us: Percentiles::of(&recording.ttfb),
         error_latency_us: Percentiles::of(&recording.error_latency),
         send_lag_us,
+        service_mean_us: mean_service_us.map(|us| us.round() as u64),
         probe_lag_us,
         users_started: facts.outcome.users_started as u64,
         peak_users_busy: facts.outcome.peak_users_busy as u64,
@@ -190,13 +192,23 @@ pub fn build_measurement(
 
 /// One ramp stage's figures from its measurement (the settle period was its warm-up). A stage
 /// the client limited (users exhausted, generator-bound) is never within budget and never
-/// counts as the server's ceiling.
+/// counts as the server's ceiling — unless the server's own time was already over the budget
+/// (see [`server_over_budget`]): then it is the server's failure.
 pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> StageFigures {
-    let client_limited = !m.valid
+    let client_flagged = !m.valid
         && (m.users_exhausted
             || m.invalid_reason
                 .as_deref()
                 .is_some_and(|r| r.contains("generator-bound")));
+    let over = client_flagged
+        .then(|| server_over_budget(m, budget))
+        .flatten();
+    let client_limited = client_flagged && over.is_none();
+    let verdict_reason = match (&over, &m.verdict_reason) {
+        (Some(why), Some(reason)) => Some(format!("{reason}; {why}")),
+        (Some(why), None) => Some(why.clone()),
+        (None, reason) => reason.clone(),
+    };
     StageFigures {
         rate_per_sec: stage.rate_per_sec,
         achieved_rps: m.throughput_rps,
@@ -207,8 +219,9 @@ pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> St
         within_budget: !client_limited
             && budget.admits(m.latency_us.p99, m.error_rate, true, m.requests),
         verdict: m.verdict.clone(),
-        verdict_reason: m.verdict_reason.clone(),
+        verdict_reason,
         client_limited,
+        server_over_budget: over.is_some(),
         bisection: false,
         goodput_rps: m.goodput_rps,
         send_lag_p99_us: m.send_lag_us.p99,
@@ -218,5 +231,144 @@ pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> St
         postgres_cpu_mean_percent: m.postgres_cpu_mean_percent,
         postgres_rss_peak_bytes: m.postgres_rss_peak_bytes,
         generator_cpu_mean_percent: m.generator_cpu_mean_percent,
+    }
+}
+
+/// Whether a stage the client was flagged for had in fact already failed on the server's side:
+/// the server's own mean time from the actual send (no backlog in it), less the runtime probe's
+/// p99 lateness (how late the generator could have stamped a completion), over the p99 budget.
+/// A mean over the budget puts the p99 over it too, and neither more users (they only add
+/// requests to the server's queue) nor a faster generator (it would only offer more) lowers
+/// it. Returns the sentence the stage's reason gains, `None` when the client may have been
+/// the limit.
+pub fn server_over_budget(m: &Measurement, budget: &StageBudget) -> Option<String> {
+    let service_us = m.service_mean_us?;
+    let probe_us = m.probe_lag_us.p99;
+    let server_us = service_us.saturating_sub(probe_us);
+    (server_us > budget.p99_budget_us).then(|| {
+        format!(
+            "counted as the server's: its own mean time from the actual send was {:.1} ms (less the probe's p99 {:.1} ms: {:.1} ms) against a p99 budget of {:.1} ms, which no number of users could lower",
+            service_us as f64 / 1000.0,
+            probe_us as f64 / 1000.0,
+            server_us as f64 / 1000.0,
+            budget.p99_budget_us as f64 / 1000.0
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Percentiles;
+
+    fn budget() -> StageBudget {
+        StageBudget {
+            p99_budget_us: 20_000,
+            max_error_rate: 0.001,
+        }
+    }
+
+    fn stage() -> Stage {
+        Stage {
+            rate_per_sec: 18_000.0,
+            duration: std::time::Duration::from_secs(3),
+        }
+    }
+
+    /// Users ran out at 18 000/s: `service_us` is the server's own mean time, `probe_us` the
+    /// runtime probe's p99 lateness.
+    fn exhausted(service_us: u64, probe_us: u64, reason: &str) -> Measurement {
+        Measurement {
+            valid: false,
+            verdict: "invalid".into(),
+            invalid_reason: Some(reason.into()),
+            verdict_reason: Some(reason.into()),
+            users_exhausted: reason.contains("users exhausted"),
+            requests: 50_000,
+            latency_us: Percentiles {
+                p99: 115_000,
+                ..Percentiles::default()
+            },
+            service_mean_us: Some(service_us),
+            probe_lag_us: Percentiles {
+                p99: probe_us,
+                ..Percentiles::default()
+            },
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn users_held_by_a_server_over_budget_are_the_servers_failure() {
+        let m = exhausted(
+            60_000,
+            3_290,
+            "users exhausted: 2048 of 2048 busy while 99.0 % of sends waited for one",
+        );
+        let s = stage_figures(&stage(), &m, &budget());
+        assert!(
+            !s.client_limited && s.server_over_budget && !s.within_budget,
+            "{s:?}"
+        );
+        assert_eq!(crate::output::stage_mark(&s), "✗");
+        let reason = s.verdict_reason.unwrap_or_default();
+        assert!(reason.starts_with("users exhausted"), "{reason}");
+        assert!(reason.contains("counted as the server's"), "{reason}");
+        assert!(reason.contains("60.0 ms"), "{reason}");
+    }
+
+    #[test]
+    fn a_fast_server_with_too_few_users_stays_client_limited() {
+        // 1 ms of the server's own time: more users would have carried the rate.
+        let m = exhausted(1_000, 300, "users exhausted: 64 of 64 busy");
+        let s = stage_figures(&stage(), &m, &budget());
+        assert!(
+            s.client_limited && !s.server_over_budget && !s.within_budget,
+            "{s:?}"
+        );
+        assert_eq!(crate::output::stage_mark(&s), "client-limited");
+    }
+
+    #[test]
+    fn the_probes_lateness_is_taken_off_before_blaming_the_server() {
+        // 22 ms mean, but completions may have been stamped up to 4 ms late: 18 ms ≤ 20 ms.
+        let m = exhausted(
+            22_000,
+            4_000,
+            "generator-bound, not the server: runtime probe woke 4.00 ms late at p99",
+        );
+        let s = stage_figures(&stage(), &m, &budget());
+        assert!(s.client_limited && !s.server_over_budget, "{s:?}");
+        // 25 ms − 4 ms = 21 ms > 20 ms: the server's.
+        let m = exhausted(
+            25_000,
+            4_000,
+            "generator-bound, not the server: runtime probe woke 4.00 ms late at p99",
+        );
+        let s = stage_figures(&stage(), &m, &budget());
+        assert!(!s.client_limited && s.server_over_budget, "{s:?}");
+    }
+
+    #[test]
+    fn a_valid_stage_is_never_reclassified() {
+        let mut m = exhausted(30_000, 100, "server saturated");
+        m.valid = true;
+        m.users_exhausted = false;
+        m.verdict = "saturated".into();
+        m.invalid_reason = None;
+        let s = stage_figures(&stage(), &m, &budget());
+        assert!(
+            !s.client_limited && !s.server_over_budget && !s.within_budget,
+            "{s:?}"
+        );
+        assert_eq!(s.verdict_reason.as_deref(), Some("server saturated"));
+    }
+
+    #[test]
+    fn a_measurement_without_a_service_time_stays_client_limited() {
+        let mut m = exhausted(0, 0, "users exhausted: 64 of 64 busy");
+        m.service_mean_us = None;
+        assert!(server_over_budget(&m, &budget()).is_none());
+        assert!(stage_figures(&stage(), &m, &budget()).client_limited);
     }
 }

@@ -338,6 +338,8 @@ impl Phase<'_> {
                 "CLIENT-LIMITED (not the server's ceiling)"
             } else if figures.within_budget {
                 "within budget"
+            } else if figures.server_over_budget {
+                "over budget (the server's own time was, though the client was flagged)"
             } else {
                 "over budget"
             }
