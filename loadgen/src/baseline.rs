@@ -35,8 +35,69 @@ pub struct BaselineFigures {
     /// pgbench's CPUs (`[cpus] generator`), when pinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<String>,
-    /// pgbench's own output, saved beside the run.
+    /// pgbench's own output, saved beside the run (of the sample `tps` is).
     pub log: String,
+    /// Every sample, in order: before the variants, and after them when the run got there.
+    /// `tps` is the highest — a stall on a shared machine only ever lowers a sample — and their
+    /// spread is the baseline's own noise. Empty in files written before there were two.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<BaselineSample>,
+}
+
+/// One pgbench run of the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSample {
+    /// "before the variants" / "after the variants".
+    pub when: String,
+    pub tps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_avg_ms: Option<f64>,
+    pub log: String,
+}
+
+impl BaselineFigures {
+    /// This run as a sample taken `when`.
+    fn sample(&self, when: &str) -> BaselineSample {
+        BaselineSample {
+            when: when.to_string(),
+            tps: self.tps,
+            latency_avg_ms: self.latency_avg_ms,
+            log: self.log.clone(),
+        }
+    }
+
+    /// The baseline of a run from its sample before the variants and, if it was taken, the one
+    /// after: the higher one's figures, with both kept in `samples`.
+    pub fn bracketing(before: BaselineFigures, after: Option<BaselineFigures>) -> BaselineFigures {
+        let mut samples = vec![before.sample("before the variants")];
+        let mut best = before;
+        if let Some(after) = after {
+            samples.push(after.sample("after the variants"));
+            if after.tps > best.tps {
+                best = after;
+            }
+        }
+        best.samples = samples;
+        best
+    }
+
+    /// "the higher of 2 samples: 42 196 before the variants, 40 100 after the variants", or
+    /// `None` with one sample.
+    pub fn samples_note(&self) -> Option<String> {
+        if self.samples.len() < 2 {
+            return None;
+        }
+        let each: Vec<String> = self
+            .samples
+            .iter()
+            .map(|s| format!("{} {}", crate::output::format_rate(s.tps), s.when))
+            .collect();
+        Some(format!(
+            "the higher of {} samples: {}",
+            self.samples.len(),
+            each.join(", ")
+        ))
+    }
 }
 
 /// The point read pgbench runs: the API's `GET /api/users/{id}` query.
@@ -100,13 +161,15 @@ pub fn threads_for(spec: &PgbenchSpec, cpus: Option<&CpuList>) -> u32 {
 }
 
 /// Runs the baseline against `database_url` (a fresh copy of the seeded database with `users`
-/// rows), writing the script and pgbench's output under `dir`.
+/// rows), writing the script and pgbench's output under `dir` (`log_in_run`: that log's path
+/// relative to the run directory, as the report links it).
 pub async fn run_pgbench(
     spec: &PgbenchSpec,
     database_url: &str,
     users: u64,
     cpus: Option<&CpuList>,
     dir: &Path,
+    log_in_run: &str,
 ) -> Result<BaselineFigures, BaselineError> {
     let pgbench = find_pgbench()?;
     std::fs::create_dir_all(dir).map_err(|source| BaselineError::Write {
@@ -203,7 +266,8 @@ pub async fn run_pgbench(
         tps,
         latency_avg_ms: parse_latency_avg_ms(&text),
         cpus: cpus.map(ToString::to_string),
-        log: "baseline/pgbench.log".into(),
+        log: log_in_run.to_string(),
+        samples: Vec::new(),
     })
 }
 
@@ -234,24 +298,54 @@ pub fn parse_latency_avg_ms(output: &str) -> Option<f64> {
         .ok()
 }
 
+/// A variant's rate beside the database's ceiling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CeilingShare {
+    /// The rate compared, req/s.
+    pub rate_per_sec: f64,
+    /// `rate_per_sec` ÷ the baseline's tps.
+    pub fraction: f64,
+    /// "max sustainable" (a `[find_max]` ramp) or "throughput" (goodput of a plain run).
+    pub what: &'static str,
+    /// The ramp's maximum is a lower bound (its first failure above was client-limited).
+    pub at_least: bool,
+}
+
+impl CeilingShare {
+    /// "≥ " for a lower bound, else nothing.
+    pub fn bound(&self) -> &'static str {
+        if self.at_least { "≥ " } else { "" }
+    }
+}
+
 /// A variant's throughput as a fraction of the database's ceiling: its maximum sustainable rate
-/// when it ran a `[find_max]` ramp (none when the ramp found none), else the throughput it
-/// achieved.
+/// when it ran a `[find_max]` ramp (none when the ramp found none), else its goodput (successes
+/// per second: a closed loop like pgbench's own).
 pub fn fraction_of_ceiling(
     baseline: &BaselineFigures,
     figures: &crate::results::Measurement,
-) -> Option<(f64, &'static str)> {
+) -> Option<CeilingShare> {
     if baseline.tps <= 0.0 {
         return None;
     }
+    let share = |rate: f64, what, at_least| CeilingShare {
+        rate_per_sec: rate,
+        fraction: rate / baseline.tps,
+        what,
+        at_least,
+    };
     match figures.max_sustainable_rps {
-        Some(max) => Some((max / baseline.tps, "max sustainable")),
+        Some(max) => Some(share(
+            max,
+            "max sustainable",
+            figures.max_sustainable_is_lower_bound,
+        )),
         // A ramp that found no maximum (client-limited, or nothing passed) gives no fraction.
         None if !figures.stages.is_empty() => None,
-        None if figures.throughput_rps > 0.0 => {
-            Some((figures.throughput_rps / baseline.tps, "throughput"))
+        None => {
+            let goodput = crate::output::goodput_rps(figures);
+            (goodput > 0.0).then(|| share(goodput, "throughput", false))
         }
-        None => None,
     }
 }
 
@@ -302,6 +396,59 @@ tps = 57100.212345 (without initial connection time)
         assert_eq!(threads_for(&few, None), 2);
     }
 
+    fn figures(tps: f64, log: &str) -> BaselineFigures {
+        BaselineFigures {
+            tool: "pgbench".into(),
+            query: String::new(),
+            command: String::new(),
+            clients: 32,
+            threads: 1,
+            seconds: 10,
+            tps,
+            latency_avg_ms: Some(1000.0 * 32.0 / tps),
+            cpus: None,
+            log: log.into(),
+            samples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_the_higher_of_the_samples_around_the_variants() {
+        // A stalled first sample (the 17:12 run here: 23 972 tps where the others read 33–43 k).
+        let b = BaselineFigures::bracketing(
+            figures(23_972.0, "baseline/pgbench.log"),
+            Some(figures(41_000.0, "baseline/after/pgbench.log")),
+        );
+        assert_eq!(b.tps, 41_000.0);
+        assert_eq!(
+            b.log, "baseline/after/pgbench.log",
+            "the log of the sample used"
+        );
+        assert_eq!(b.latency_avg_ms, Some(1000.0 * 32.0 / 41_000.0));
+        let whens: Vec<(&str, f64)> = b.samples.iter().map(|s| (s.when.as_str(), s.tps)).collect();
+        assert_eq!(
+            whens,
+            [
+                ("before the variants", 23_972.0),
+                ("after the variants", 41_000.0)
+            ]
+        );
+        assert_eq!(
+            b.samples_note().as_deref(),
+            Some("the higher of 2 samples: 23 972 before the variants, 41 000 after the variants")
+        );
+        // The first one higher: it stays.
+        let b = BaselineFigures::bracketing(
+            figures(42_000.0, "baseline/pgbench.log"),
+            Some(figures(40_000.0, "baseline/after/pgbench.log")),
+        );
+        assert_eq!((b.tps, b.log.as_str()), (42_000.0, "baseline/pgbench.log"));
+        // Interrupted before the second: one sample, no note.
+        let b = BaselineFigures::bracketing(figures(42_000.0, "baseline/pgbench.log"), None);
+        assert_eq!((b.tps, b.samples.len()), (42_000.0, 1));
+        assert_eq!(b.samples_note(), None);
+    }
+
     #[test]
     fn the_fraction_prefers_the_ramps_maximum() {
         let baseline = BaselineFigures {
@@ -315,19 +462,24 @@ tps = 57100.212345 (without initial connection time)
             latency_avg_ms: None,
             cpus: None,
             log: String::new(),
+            samples: Vec::new(),
         };
         let mut m = crate::results::Measurement {
-            throughput_rps: 1_000.0,
+            throughput_rps: 1_100.0,
+            goodput_rps: Some(1_000.0),
             ..Default::default()
         };
-        assert_eq!(
-            fraction_of_ceiling(&baseline, &m),
-            Some((0.025, "throughput"))
-        );
+        let share = |m: &crate::results::Measurement| {
+            fraction_of_ceiling(&baseline, m).map(|s| (s.fraction, s.what, s.bound()))
+        };
+        // Goodput, not completions: a failed request is no point read.
+        assert_eq!(share(&m), Some((0.025, "throughput", "")));
         m.max_sustainable_rps = Some(20_000.0);
-        assert_eq!(
-            fraction_of_ceiling(&baseline, &m),
-            Some((0.5, "max sustainable"))
-        );
+        assert_eq!(share(&m), Some((0.5, "max sustainable", "")));
+        m.max_sustainable_is_lower_bound = true;
+        assert_eq!(share(&m), Some((0.5, "max sustainable", "≥ ")));
+        m.max_sustainable_rps = None;
+        m.stages = vec![crate::results::StageFigures::default()];
+        assert_eq!(share(&m), None);
     }
 }

@@ -77,7 +77,7 @@ pub fn baseline_lines(summary: &Summary) -> String {
         return String::new();
     };
     let mut out = format!(
-        "\ndatabase ceiling: {} {} point reads/s ({}; {} clients, {} s{})\n",
+        "\ndatabase ceiling: {} {} point reads/s ({}; {} clients, {} s{}{})\n",
         b.tool,
         format_rate(b.tps),
         b.query,
@@ -85,18 +85,20 @@ pub fn baseline_lines(summary: &Summary) -> String {
         b.seconds,
         b.cpus
             .as_deref()
-            .map_or_else(String::new, |c| format!(", on CPUs {c}"))
+            .map_or_else(String::new, |c| format!(", on CPUs {c}")),
+        b.samples_note()
+            .map_or_else(String::new, |note| format!("; {note}"))
     );
     for v in &summary.variants {
-        if let Some((fraction, what)) = crate::baseline::fraction_of_ceiling(b, &v.figures) {
-            let rate = v
-                .figures
-                .max_sustainable_rps
-                .unwrap_or(v.figures.throughput_rps);
+        if let Some(share) = crate::baseline::fraction_of_ceiling(b, &v.figures) {
             out.push_str(&format!(
-                "  {}: {what} {} req/s = {fraction:.2} of the database's ceiling{}\n",
+                "  {}: {} {}{} req/s = {}{:.2} of the database's ceiling{}\n",
                 v.name,
-                format_rate(rate),
+                share.what,
+                share.bound(),
+                format_rate(share.rate_per_sec),
+                share.bound(),
+                share.fraction,
                 if v.figures.valid {
                     ""
                 } else {
@@ -438,8 +440,9 @@ fn ramp_table(summary: &Summary) -> String {
     }
     let mut out = String::from(
         "\nmax sustainable throughput (ramp; p99 per stage at its rate: ✓ within budget, ✗ over \
-         budget, client-limited = users exhausted or generator-bound, never the server's ceiling; \
-         * = added by bisection)\n",
+         budget, client-limited = users exhausted or generator-bound, never the server's ceiling \
+         (a stage whose server's own mean time was over budget is ✗ even then); * = added by \
+         bisection)\n",
     );
     let maxima: Vec<String> = summary
         .variants

@@ -495,6 +495,7 @@ pub struct RunInfo {
 
 /// The typical repetition: numbers → median, booleans → all true (so `valid` means every
 /// repetition was valid) except `partial`/`saturated` → any, strings → distinct values joined.
+/// A `[find_max]` ramp's figures come from one repetition as a whole (see [`median_ramp`]).
 pub fn aggregate(measurements: &[Measurement]) -> Measurement {
     match measurements {
         [] => Measurement::default(),
@@ -509,9 +510,47 @@ pub fn aggregate(measurements: &[Measurement]) -> Measurement {
                 serde_json::from_value(merged).unwrap_or_else(|_| many[0].clone());
             // Where files are is per repetition; the aggregate points at the first.
             out.files = many[0].files.clone();
+            median_ramp(many, &mut out);
             out
         }
     }
+}
+
+/// Repetitions' ramps: the maximum is the *lower median* of the repetitions' maxima, shown with
+/// that repetition's own stages and resolution (field-by-field medians would pair one
+/// repetition's maximum with another's stages: "875 req/s (over budget at 800)"). It is a lower
+/// bound ("≥") unless enough repetitions were exact at or below it to pin the median there: each
+/// repetition's true maximum is at least its figure, so the true median is at least this one,
+/// and at most it only when ⌈n/2⌉ exact maxima are ≤ it. A repetition whose ramp found no
+/// maximum counts as below every other.
+fn median_ramp(reps: &[Measurement], out: &mut Measurement) {
+    if reps.iter().all(|m| m.stages.is_empty()) {
+        return;
+    }
+    let mut order: Vec<&Measurement> = reps.iter().collect();
+    order.sort_by(|a, b| {
+        let key = |m: &Measurement| m.max_sustainable_rps.unwrap_or(f64::NEG_INFINITY);
+        key(a).total_cmp(&key(b))
+    });
+    let Some(median) = order.get((order.len() - 1) / 2) else {
+        return;
+    };
+    out.stages = median.stages.clone();
+    out.max_sustainable_rps = median.max_sustainable_rps;
+    out.max_sustainable_resolution_rps = median.max_sustainable_resolution_rps;
+    out.max_sustainable_is_lower_bound = match median.max_sustainable_rps {
+        None => false,
+        Some(max) => {
+            let exact_at_or_below = reps
+                .iter()
+                .filter(|m| {
+                    !m.max_sustainable_is_lower_bound
+                        && m.max_sustainable_rps.is_some_and(|v| v <= max)
+                })
+                .count();
+            exact_at_or_below < reps.len().div_ceil(2)
+        }
+    };
 }
 
 fn merge_values(key: &str, values: &[Value]) -> Value {
@@ -665,6 +704,65 @@ mod tests {
         assert!(!agg.valid);
         assert_eq!(agg.invalid_reason.as_deref(), Some("late"));
         assert_eq!(agg.requests, 1000);
+    }
+
+    /// A repetition's ramp: its maximum (`None`: none found), whether that is a lower bound, and
+    /// one stage at `stage_rate` to tell whose stages the aggregate shows.
+    fn ramp(max: Option<f64>, lower_bound: bool, stage_rate: f64) -> Measurement {
+        Measurement {
+            max_sustainable_rps: max,
+            max_sustainable_is_lower_bound: lower_bound,
+            max_sustainable_resolution_rps: max.map(|m| m / 40.0),
+            stages: vec![StageFigures {
+                rate_per_sec: stage_rate,
+                ..StageFigures::default()
+            }],
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn a_ramps_maximum_across_repetitions_is_one_repetitions_with_its_own_stages() {
+        // The migration run's node-before: 775 exact, ≥ 875, ≥ 975.
+        let agg = aggregate(&[
+            ramp(Some(775.0), false, 1.0),
+            ramp(Some(875.0), true, 2.0),
+            ramp(Some(975.0), true, 3.0),
+        ]);
+        assert_eq!(agg.max_sustainable_rps, Some(875.0));
+        assert_eq!(
+            agg.stages[0].rate_per_sec, 2.0,
+            "the median repetition's stages"
+        );
+        assert_eq!(agg.max_sustainable_resolution_rps, Some(875.0 / 40.0));
+        // Only one exact maximum at or below 875 of the two needed: the median is at least 875.
+        assert!(agg.max_sustainable_is_lower_bound);
+
+        // Two exact maxima at or below the median: it is pinned, whatever the third says.
+        let agg = aggregate(&[
+            ramp(Some(975.0), true, 3.0),
+            ramp(Some(800.0), false, 1.0),
+            ramp(Some(875.0), false, 2.0),
+        ]);
+        assert_eq!(agg.max_sustainable_rps, Some(875.0));
+        assert_eq!(agg.stages[0].rate_per_sec, 2.0);
+        assert!(!agg.max_sustainable_is_lower_bound);
+
+        // Even counts take the lower median; a ramp that found nothing sorts lowest.
+        let agg = aggregate(&[
+            ramp(Some(900.0), false, 3.0),
+            ramp(None, false, 1.0),
+            ramp(Some(700.0), false, 2.0),
+            ramp(Some(1_000.0), false, 4.0),
+        ]);
+        assert_eq!(agg.max_sustainable_rps, Some(700.0));
+        assert_eq!(agg.stages[0].rate_per_sec, 2.0);
+        // 700 exact, and the one without a maximum is not exact: 1 < 2.
+        assert!(agg.max_sustainable_is_lower_bound);
+
+        // Without ramps nothing of this applies.
+        let plain = aggregate(&[measurement(100, true), measurement(200, true)]);
+        assert!(plain.stages.is_empty() && plain.max_sustainable_rps.is_none());
     }
 }
 

@@ -86,3 +86,86 @@ fn api_target_interrupted_leaves_partial_results_and_no_processes() {
         .collect();
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+/// `[baseline]` + `[cpus]` end to end: pgbench runs before the variants and again after them on
+/// fresh copies, the ceiling is the higher sample with both kept, every variant is shown as a
+/// fraction of it (terminal, summary.json, report), and the placement is recorded.
+#[test]
+fn the_baseline_brackets_the_variants_and_every_variant_is_a_fraction_of_it() {
+    let api = api_bin();
+    if !api.is_file() {
+        eprintln!("skipped: {} not built (cargo build -p api)", api.display());
+        return;
+    }
+    if let Err(e) = loadgen::baseline::find_pgbench() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("ceiling.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"ceiling-e2e\"\n[data]\nusers = 100\nposts = 200\n\
+         [baseline]\npgbench = { clients = 2, seconds = 1 }\n\
+         [cpus]\npostgres = \"0\"\ntarget = \"0\"\n\
+         [load]\nmodel = \"closed\"\nusers = 2\nduration = \"2s\"\nwarmup = \"1s\"\n\
+         [target]\nkind = \"api\"\n[[requests]]\nname = \"get_user\"\n\
+         path = \"/api/users/{{user_id}}\"\n\
+         [[variants]]\nname = \"defaults\"\n\
+         [[variants]]\nname = \"tokio-postgres\"\nknobs = { db_driver = \"tokio-postgres\" }\n",
+    )
+    .expect("scenario");
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
+        .args(["run", "--api-bin"])
+        .arg(&api)
+        .arg("--out")
+        .arg(&out)
+        .arg(&scenario)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("apibench runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
+            .expect("summary parses");
+    let b = summary.baseline.as_ref().expect("a baseline");
+    let whens: Vec<&str> = b.samples.iter().map(|s| s.when.as_str()).collect();
+    assert_eq!(whens, ["before the variants", "after the variants"]);
+    let highest = b.samples.iter().map(|s| s.tps).fold(0.0, f64::max);
+    assert!(highest > 0.0 && b.tps == highest, "{b:?}");
+    for sample in &b.samples {
+        let log = std::fs::read_to_string(out.join(&sample.log)).expect("each sample's log");
+        assert!(log.contains("tps = "), "{}: {log}", sample.log);
+    }
+    for v in &summary.variants {
+        let share = loadgen::baseline::fraction_of_ceiling(b, &v.figures).expect("a fraction");
+        assert!(
+            share.fraction > 0.0 && share.what == "throughput",
+            "{}: {share:?}",
+            v.name
+        );
+        assert!(
+            stdout.contains(&format!("  {}: throughput ", v.name)),
+            "{}:\n{stdout}",
+            v.name
+        );
+    }
+    assert!(stdout.contains("the higher of 2 samples"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("index.html")).expect("report");
+    assert!(html.contains("The database's ceiling") && html.contains("the higher of 2 samples"));
+    let run_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).expect("run.json"))
+            .expect("run.json parses");
+    assert!(
+        run_json["placement"].to_string().contains("\"0\""),
+        "{}",
+        run_json["placement"]
+    );
+}

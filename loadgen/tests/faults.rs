@@ -267,3 +267,54 @@ fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
         "started twice:\n{log}"
     );
 }
+
+/// `[cpus] postgres`: a `pg_restart` starts a new postmaster (a new process tree), which is
+/// pinned again — it is not left to run wherever the kernel puts it.
+#[test]
+fn a_restarted_postgres_is_pinned_again() {
+    let api = loadgen::target::default_api_bin();
+    if !api.is_file() {
+        eprintln!("skipped: {} not built (cargo build -p api)", api.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("restart.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"restart-pinned\"\n[data]\nusers = 100\nposts = 200\n\
+         [cpus]\npostgres = \"0\"\n\
+         [load]\nrate_per_sec = 50\nusers = 4\nduration = \"5s\"\nwarmup = \"1s\"\ntimeout = \"2s\"\n\
+         [target]\nkind = \"api\"\n\
+         [[requests]]\nname = \"get_user\"\npath = \"/api/users/{{user_id}}\"\n\
+         [[faults]]\nat = \"2s\"\naction = \"pg_restart\"\n",
+    )
+    .expect("scenario");
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
+        .args(["run", "--quiet", "--api-bin"])
+        .arg(&api)
+        .arg("--out")
+        .arg(&out)
+        .arg(&scenario)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("apibench runs");
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
+            .expect("summary parses");
+    let restart = &summary.variants[0].figures.faults[0];
+    assert_eq!(restart.injection_error, None, "{restart:?}");
+    let detail = restart.detail.as_deref().unwrap_or("");
+    assert!(
+        detail.contains("accepted connections again") && detail.contains("pinned to CPUs 0 again"),
+        "{restart:?}"
+    );
+    assert!(!detail.contains("NOT pinned"), "{restart:?}");
+}

@@ -551,6 +551,7 @@ fn stage(rate: f64, p99_us: u64, verdict: &str, limit: Limit, bisection: bool) -
         verdict: verdict.into(),
         verdict_reason: Some(reason),
         client_limited,
+        server_over_budget: false,
         bisection,
         goodput_rps: Some(goodput),
         send_lag_p99_us: if limit == Limit::Generator { 4_800 } else { 90 },

@@ -381,3 +381,43 @@ fn the_api_ceiling_scenarios_parse_with_a_baseline_and_a_placement() {
         }
     }
 }
+
+#[test]
+fn the_hash_covers_the_data_files_a_scenario_reads_and_is_the_files_own_without_any() {
+    use sha2::Digest as _;
+    let plain = scenario::parse(VALID, Path::new("scen.toml")).expect("valid");
+    assert_eq!(
+        plain.sha256,
+        hex::encode(sha2::Sha256::digest(VALID.as_bytes())),
+        "no side files: `sha256sum scen.toml`"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = VALID.replace(
+        "[[requests]]\nname = \"get\"\npath = \"/api/users/{{user_id}}\"",
+        "[[data_files]]\nname = \"accounts\"\npath = \"accounts.csv\"\n\n[[requests]]\nname = \"get\"\npath = \"/api/users/{{accounts.id}}\"",
+    );
+    assert_ne!(text, VALID);
+    let scenario_path = dir.path().join("scen.toml");
+    let csv = dir.path().join("accounts.csv");
+    let hash_with = |rows: &str| {
+        std::fs::write(&csv, rows).expect("write csv");
+        scenario::parse(&text, &scenario_path)
+            .expect("valid")
+            .sha256
+    };
+    let first = hash_with("id\n1\n2\n");
+    assert_eq!(first, hash_with("id\n1\n2\n"), "same inputs, same hash");
+    assert_ne!(
+        first,
+        hash_with("id\n1\n3\n"),
+        "a changed data row changes the hash"
+    );
+    assert_ne!(first, plain.sha256);
+
+    // The same scenario and data elsewhere hash alike (paths as written, not where they are).
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::write(other.path().join("accounts.csv"), "id\n1\n2\n").expect("write csv");
+    let moved = scenario::parse(&text, &other.path().join("scen.toml")).expect("valid");
+    assert_eq!(moved.sha256, first);
+}

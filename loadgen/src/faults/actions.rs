@@ -17,6 +17,8 @@ pub struct FaultHost<'a> {
     pub databases: Option<&'a Databases>,
     /// The variant's database copy: the sessions `pg_terminate` ends.
     pub database_name: String,
+    /// `[cpus] postgres`: a restarted postmaster and its children are pinned here again.
+    pub postgres_cpus: Option<&'a crate::engine::workers::CpuList>,
 }
 
 /// The load's timing, as the faults need it.
@@ -137,13 +139,23 @@ async fn inject(fault: &FaultSpec, host: &FaultHost<'_>) -> Result<String, Strin
         }
         FaultAction::PgRestart => {
             let began = Instant::now();
-            database()?
+            let databases = database()?;
+            databases
                 .restart_server()
                 .await
                 .map_err(|e| e.to_string())?;
+            let back_after_ms = began.elapsed().as_millis();
+            // The new postmaster is a new process tree: without this it would run wherever the
+            // kernel puts it, e.g. on the generator's CPUs.
+            let pinned = match (host.postgres_cpus, databases.postmaster_pid()) {
+                (Some(cpus), Some(pid)) => match crate::placement::pin_tree(pid, cpus) {
+                    Ok(_) => format!("; pinned to CPUs {cpus} again"),
+                    Err(e) => format!("; NOT pinned to CPUs {cpus} again: {e}"),
+                },
+                _ => String::new(),
+            };
             Ok(format!(
-                "fast restart: PostgreSQL accepted connections again after {} ms",
-                began.elapsed().as_millis()
+                "fast restart: PostgreSQL accepted connections again after {back_after_ms} ms{pinned}"
             ))
         }
         FaultAction::PgPause => {

@@ -60,7 +60,9 @@ pub(super) fn ramp_section(run: &SavedRun) -> String {
         "<p class=\"note\">Each stage is measured after its settle period. <span class=\"ok\">✓</span> \
          within budget, <span class=\"bad\">✗</span> over budget (the server's doing), \
          <span class=\"stage-mark client-limited\">client-limited</span>: users exhausted or the \
-         generator bound — it says nothing about the server and is never its ceiling; when the first \
+         generator bound — it says nothing about the server and is never its ceiling (unless the \
+         server's own mean time from the actual send was already over the budget: then it is the \
+         server's ✗, and its reason says so); when the first \
          failure above the ceiling is client-limited the ceiling is shown as “≥”. Stages marked \
          <span class=\"bisection\">bisection</span> were added between the last pass and the first \
          failure until the step was small; “±” is the resolution that leaves. CPU is % of one core.{}</p>\n</section>",
@@ -77,7 +79,7 @@ pub(super) fn ceiling_section(run: &SavedRun) -> String {
     };
     let mut out = format!(
         "<section id=\"ceiling\">\n<h2>The database's ceiling: {} point reads/s</h2>\n\
-         <p class=\"note\">{} — {}, {} clients, {} threads, {} s{}; mean latency {}. Command: \
+         <p class=\"note\">{} — {}, {} clients, {} threads, {} s{}; mean latency {}{}. Command: \
          <code>{}</code>.</p>\n<div class=\"scroll\"><table>\n<tr><th class=\"left\">variant</th>\
          <th>rate</th><th>of the ceiling</th><th class=\"left\" style=\"min-width:240px\">\
          </th></tr>\n",
@@ -92,25 +94,27 @@ pub(super) fn ceiling_section(run: &SavedRun) -> String {
             .map_or_else(String::new, |c| format!(", on CPUs {}", esc(c))),
         b.latency_avg_ms
             .map_or_else(|| "–".to_string(), |ms| format!("{ms:.3} ms")),
+        b.samples_note()
+            .map_or_else(String::new, |note| format!("; {}", esc(&note))),
         esc(&b.command)
     );
     for (i, v) in run.summary.variants.iter().enumerate() {
-        let Some((fraction, what)) = crate::baseline::fraction_of_ceiling(b, &v.figures) else {
+        let Some(share) = crate::baseline::fraction_of_ceiling(b, &v.figures) else {
             continue;
         };
-        let rate = v
-            .figures
-            .max_sustainable_rps
-            .unwrap_or(v.figures.throughput_rps);
-        let width = (fraction.clamp(0.0, 1.0) * 100.0).round();
+        let width = (share.fraction.clamp(0.0, 1.0) * 100.0).round();
         let _ = writeln!(
             out,
-            "<tr><td class=\"left\">{}{}</td><td>{what} {} req/s</td><td>{fraction:.2}{}</td>\
+            "<tr><td class=\"left\">{}{}</td><td>{} {}{} req/s</td><td>{}{:.2}{}</td>\
              <td class=\"left\"><div style=\"position:relative;height:14px;background:#eef1f4\">\
              <div style=\"width:{width}%;height:14px;background:#3b6ea5\"></div></div></td></tr>",
             swatch(i),
             esc(&v.name),
-            format_rate(rate),
+            share.what,
+            esc(share.bound()),
+            format_rate(share.rate_per_sec),
+            esc(share.bound()),
+            share.fraction,
             if v.figures.valid { "" } else { " (not valid)" }
         );
     }

@@ -473,6 +473,7 @@ impl Phase<'_> {
             target: running,
             databases: self.databases,
             database_name: copy_name(self.nonce, &self.variant.name, self.repetition),
+            postgres_cpus: self.scenario.cpus.postgres.as_ref(),
         };
         let fault_clock = faults::LoadClock {
             schedule_start: Arc::clone(&hlog_start),

@@ -201,6 +201,21 @@ impl Names for Scope<'_> {
     }
 }
 
+/// The files `[[data_files]]` name, as [`parse_data_files`] reads them (for the scenario's hash).
+/// Each as written and as joined to the scenario's directory.
+pub(super) fn data_file_paths(
+    raw: &[Spanned<RawDataFile>],
+    scenario_path: &Path,
+) -> Vec<(String, std::path::PathBuf)> {
+    let base = scenario_path.parent().unwrap_or(Path::new(""));
+    raw.iter()
+        .map(|f| {
+            let written = f.get_ref().path.get_ref().trim();
+            (written.to_string(), base.join(written))
+        })
+        .collect()
+}
+
 /// `[[data_files]]`: each read now, relative to the scenario file's directory.
 pub(super) fn parse_data_files(
     cx: &Cx,

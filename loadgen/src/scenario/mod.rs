@@ -227,7 +227,8 @@ pub struct Scenario {
     pub name: String,
     pub description: String,
     pub path: PathBuf,
-    /// sha256 of the file's bytes, hex.
+    /// sha256 of the file's bytes, hex — and of the data files and replay arrivals it reads,
+    /// when it has any (see `scenario_sha256`).
     pub sha256: String,
     pub data: DataSpec,
     pub load: LoadSpec,
@@ -404,6 +405,27 @@ pub const DEFAULT_DATA: DataSpec = DataSpec {
     seed: 42,
 };
 
+/// sha256 of the scenario's text, then — only when it reads any — of each data file and replay
+/// arrivals file in turn (a NUL, its path as the scenario writes it, a NUL, its bytes): two runs
+/// with the same hash used the same inputs wherever the checkout is, and a scenario without side
+/// files keeps the plain file hash (`sha256sum scenario.toml`).
+fn scenario_sha256(text: &str, side_files: &[(String, PathBuf)]) -> Result<String, ScenarioError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(text.as_bytes());
+    for (written, file) in side_files {
+        let bytes = std::fs::read(file).map_err(|source| ScenarioError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        hasher.update(b"\0");
+        hasher.update(written.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
@@ -424,10 +446,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         let field = cx.field_at(&span);
         cx.err(&span, &field, e.message().trim())
     })?;
-    let sha256 = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(text.as_bytes()))
-    };
+    // Read again once everything parsed: the hash covers what the run will use.
+    let side_files: Vec<(String, PathBuf)> = flows::data_file_paths(&raw.data_files, path)
+        .into_iter()
+        .chain(raw.replay.as_ref().map(|r| r.get_ref().arrivals_path(path)))
+        .collect();
 
     let name = raw.name.get_ref().trim().to_string();
     check_name(&cx, &raw.name, "name")?;
@@ -564,6 +587,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     let faults = parse_faults(&cx, &raw.faults, &load, &variants)?;
     let cpus = parse_cpus(&cx, raw.cpus.as_ref())?;
     let baseline = parse_baseline(&cx, raw.baseline.as_ref(), &variants)?;
+    let sha256 = scenario_sha256(text, &side_files)?;
 
     Ok(Scenario {
         name,

@@ -22,6 +22,20 @@ pub(super) struct RawReplay {
     file: Spanned<String>,
 }
 
+impl RawReplay {
+    /// The arrivals file as written and as [`parse_replay`] reads it (for the scenario's hash).
+    pub(super) fn arrivals_path(&self, scenario_path: &Path) -> (String, std::path::PathBuf) {
+        let written = self.file.get_ref().trim();
+        (
+            written.to_string(),
+            scenario_path
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(written),
+        )
+    }
+}
+
 /// How fast a recording is replayed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReplayTiming {
