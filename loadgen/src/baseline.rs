@@ -451,19 +451,7 @@ tps = 57100.212345 (without initial connection time)
 
     #[test]
     fn the_fraction_prefers_the_ramps_maximum() {
-        let baseline = BaselineFigures {
-            tool: "pgbench".into(),
-            query: String::new(),
-            command: String::new(),
-            clients: 32,
-            threads: 1,
-            seconds: 10,
-            tps: 40_000.0,
-            latency_avg_ms: None,
-            cpus: None,
-            log: String::new(),
-            samples: Vec::new(),
-        };
+        let baseline = figures(40_000.0, "");
         let mut m = crate::results::Measurement {
             throughput_rps: 1_100.0,
             goodput_rps: Some(1_000.0),

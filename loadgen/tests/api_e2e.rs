@@ -116,25 +116,8 @@ fn the_baseline_brackets_the_variants_and_every_variant_is_a_fraction_of_it() {
     )
     .expect("scenario");
     let out = dir.path().join("out");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
-        .args(["run", "--api-bin"])
-        .arg(&api)
-        .arg("--out")
-        .arg(&out)
-        .arg(&scenario)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("apibench runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: Summary =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
-            .expect("summary parses");
+    let (stdout, summary) =
+        common::run_against_api(env!("CARGO_BIN_EXE_apibench"), &api, &scenario, &out, false);
     let b = summary.baseline.as_ref().expect("a baseline");
     let whens: Vec<&str> = b.samples.iter().map(|s| s.when.as_str()).collect();
     assert_eq!(whens, ["before the variants", "after the variants"]);

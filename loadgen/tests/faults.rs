@@ -3,8 +3,9 @@
 //! back from summary.json. The run is skipped (with the reason printed) when target/debug/api
 //! is not built (`cargo build -p api`).
 
+mod common;
+
 use loadgen::faults::{self, FaultAction};
-use loadgen::results::Summary;
 use loadgen::scenario::{self, ScenarioError};
 use pgprovision::ProvisionedBy;
 use std::path::Path;
@@ -203,25 +204,8 @@ fn faults_under_load_against_the_real_api_are_recorded_in_the_summary() {
     )
     .expect("scenario");
     let out = dir.path().join("out");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
-        .args(["run", "--quiet", "--api-bin"])
-        .arg(&api)
-        .arg("--out")
-        .arg(&out)
-        .arg(&scenario)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("apibench runs");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: Summary =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
-            .expect("summary parses");
+    let (stdout, summary) =
+        common::run_against_api(env!("CARGO_BIN_EXE_apibench"), &api, &scenario, &out, true);
     let m = &summary.variants[0].figures;
     let actions: Vec<&str> = m.faults.iter().map(|f| f.action.as_str()).collect();
     assert_eq!(actions, ["pg_terminate", "target_pause", "target_kill"]);
@@ -290,25 +274,8 @@ fn a_restarted_postgres_is_pinned_again() {
     )
     .expect("scenario");
     let out = dir.path().join("out");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_apibench"))
-        .args(["run", "--quiet", "--api-bin"])
-        .arg(&api)
-        .arg("--out")
-        .arg(&out)
-        .arg(&scenario)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("apibench runs");
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: Summary =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
-            .expect("summary parses");
+    let (_, summary) =
+        common::run_against_api(env!("CARGO_BIN_EXE_apibench"), &api, &scenario, &out, true);
     let restart = &summary.variants[0].figures.faults[0];
     assert_eq!(restart.injection_error, None, "{restart:?}");
     let detail = restart.detail.as_deref().unwrap_or("");

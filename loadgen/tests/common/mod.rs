@@ -87,3 +87,40 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Runs `apibench run [--quiet] --api-bin API --out OUT SCENARIO` (the binary at `apibench`, the
+/// test's `env!("CARGO_BIN_EXE_apibench")`) with no `DATABASE_URL`, so apibench provisions
+/// PostgreSQL itself; panics with both outputs unless it exits 0. Returns stdout and the summary.
+pub fn run_against_api(
+    apibench: &str,
+    api: &Path,
+    scenario: &Path,
+    out: &Path,
+    quiet: bool,
+) -> (String, loadgen::results::Summary) {
+    let mut command = std::process::Command::new(apibench);
+    command.arg("run");
+    if quiet {
+        command.arg("--quiet");
+    }
+    let run = command
+        .arg("--api-bin")
+        .arg(api)
+        .arg("--out")
+        .arg(out)
+        .arg(scenario)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("apibench runs");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))
+            .expect("summary parses");
+    (stdout, summary)
+}
