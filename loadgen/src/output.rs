@@ -441,7 +441,7 @@ fn ramp_table(summary: &Summary) -> String {
     let mut out = String::from(
         "\nmax sustainable throughput (ramp; p99 per stage at its rate: ✓ within budget, ✗ over \
          budget, client-limited = users exhausted or generator-bound, never the server's ceiling \
-         (a stage whose server's own mean time was over budget is ✗ even then); * = added by \
+         (a stage whose server's own p99 was over budget is ✗ even then); * = added by \
          bisection)\n",
     );
     let maxima: Vec<String> = summary

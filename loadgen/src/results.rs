@@ -131,10 +131,12 @@ pub struct Measurement {
     #[serde(default)]
     pub send_lag_us: Percentiles,
     /// Mean time from the actual send to the response, successes only: the server's own time,
-    /// without the backlog that waited for a free user (Little's law, and a ramp stage's
-    /// "whose limit was it" when users ran out).
+    /// without the backlog that waited for a free user (Little's law).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_mean_us: Option<u64>,
+    /// The same times' percentiles (a ramp stage's "whose limit was it" when users ran out).
+    #[serde(default)]
+    pub service_us: Percentiles,
     /// How late a task on the users' runtime woke from a precise 1 ms sleep: a CPU-starved
     /// generator shows here whatever the server does.
     #[serde(default)]
@@ -229,10 +231,10 @@ pub struct StageFigures {
     /// never counts as the server's ceiling.
     #[serde(default)]
     pub client_limited: bool,
-    /// Users ran out or the generator was judged bound, yet the server's own mean time from the
-    /// actual send, less the runtime probe's p99 lateness, was already over the p99 budget: no
-    /// number of users and no faster generator brings that within budget, so the stage counts
-    /// as the server's failure (✗), not as client-limited.
+    /// Users ran out or the generator was judged bound, yet the server's own p99 from the actual
+    /// send, less the runtime probe's p99 lateness, was already over the p99 budget: no number
+    /// of users and no faster generator brings that within budget, so the stage counts as the
+    /// server's failure (✗), not as client-limited.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub server_over_budget: bool,
     /// Added by the bisection between the last passing and the first failing stage.

@@ -210,6 +210,9 @@ pub struct Recording {
     pub backlogged_at_cap_sends: u64,
     /// Sum of the measured successes' response times from the actual send (Little's law).
     pub service_sum_us: u64,
+    /// The same response times as a histogram: the server's own time, without any backlog
+    /// (a `[find_max]` stage whose users ran out asks whether its p99 was over the budget).
+    pub service: Histogram<u64>,
     pub by_request: Vec<RequestRecording>,
     pub intervals: BTreeMap<u64, IntervalRecording>,
     /// Measured (post warm-up) requests that completed.
@@ -242,6 +245,7 @@ impl Recording {
             drain_requests: 0,
             backlogged_at_cap_sends: 0,
             service_sum_us: 0,
+            service: new_histogram(),
             window_end_us: u64::MAX,
             by_request: names
                 .iter()
@@ -309,6 +313,7 @@ impl Recording {
             record_clamped(&mut self.error_latency, s.latency_us);
         } else {
             self.service_sum_us = self.service_sum_us.saturating_add(s.service_us);
+            record_clamped(&mut self.service, s.service_us);
             record_clamped(&mut self.latency, s.latency_us);
             if let Some(ttfb) = s.ttfb_us {
                 record_clamped(&mut self.ttfb, ttfb);
@@ -353,6 +358,7 @@ impl Recording {
         self.drain_requests += other.drain_requests;
         self.backlogged_at_cap_sends += other.backlogged_at_cap_sends;
         self.service_sum_us = self.service_sum_us.saturating_add(other.service_sum_us);
+        add(&mut self.service, &other.service);
         for (mine, theirs) in self.by_request.iter_mut().zip(&other.by_request) {
             add(&mut mine.latency, &theirs.latency);
             add(&mut mine.ttfb, &theirs.ttfb);

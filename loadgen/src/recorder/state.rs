@@ -29,6 +29,9 @@ pub struct RecordingState {
     pub drain_requests: u64,
     pub backlogged_at_cap_sends: u64,
     pub service_sum_us: u64,
+    /// Absent from files written before it existed: an empty histogram.
+    #[serde(default)]
+    pub service: String,
     pub requests: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -143,6 +146,7 @@ impl RecordingState {
             drain_requests: recording.drain_requests,
             backlogged_at_cap_sends: recording.backlogged_at_cap_sends,
             service_sum_us: recording.service_sum_us,
+            service: encode_histogram(&recording.service),
             requests: recording.requests,
             errors: recording.errors,
             timeouts: recording.timeouts,
@@ -200,6 +204,11 @@ impl RecordingState {
             drain_requests: self.drain_requests,
             backlogged_at_cap_sends: self.backlogged_at_cap_sends,
             service_sum_us: self.service_sum_us,
+            service: if self.service.is_empty() {
+                super::new_histogram()
+            } else {
+                decode_histogram("service", &self.service)?
+            },
             by_request,
             intervals: BTreeMap::new(),
             requests: self.requests,

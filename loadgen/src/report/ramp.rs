@@ -61,7 +61,7 @@ pub(super) fn ramp_section(run: &SavedRun) -> String {
          within budget, <span class=\"bad\">✗</span> over budget (the server's doing), \
          <span class=\"stage-mark client-limited\">client-limited</span>: users exhausted or the \
          generator bound — it says nothing about the server and is never its ceiling (unless the \
-         server's own mean time from the actual send was already over the budget: then it is the \
+         server's own p99 from the actual send was already over the budget: then it is the \
          server's ✗, and its reason says so); when the first \
          failure above the ceiling is client-limited the ceiling is shown as “≥”. Stages marked \
          <span class=\"bisection\">bisection</span> were added between the last pass and the first \

@@ -138,6 +138,7 @@ pub fn build_measurement(
         error_latency_us: Percentiles::of(&recording.error_latency),
         send_lag_us,
         service_mean_us: mean_service_us.map(|us| us.round() as u64),
+        service_us: Percentiles::of(&recording.service),
         probe_lag_us,
         users_started: facts.outcome.users_started as u64,
         peak_users_busy: facts.outcome.peak_users_busy as u64,
@@ -235,19 +236,22 @@ pub fn stage_figures(stage: &Stage, m: &Measurement, budget: &StageBudget) -> St
 }
 
 /// Whether a stage the client was flagged for had in fact already failed on the server's side:
-/// the server's own mean time from the actual send (no backlog in it), less the runtime probe's
-/// p99 lateness (how late the generator could have stamped a completion), over the p99 budget.
-/// A mean over the budget puts the p99 over it too, and neither more users (they only add
-/// requests to the server's queue) nor a faster generator (it would only offer more) lowers
-/// it. Returns the sentence the stage's reason gains, `None` when the client may have been
-/// the limit.
+/// the server's own p99 from the actual send (no backlog in it), less the runtime probe's p99
+/// lateness (how late the generator could have stamped a completion), over the p99 budget.
+/// Neither more users (they would only add requests to the server's queue: capping them can
+/// only have shortened its times) nor a faster generator (it would only offer more) lowers it.
+/// Returns the sentence the stage's reason gains, `None` when the client may have been the
+/// limit (or no response time was recorded: files from before it was).
 pub fn server_over_budget(m: &Measurement, budget: &StageBudget) -> Option<String> {
-    let service_us = m.service_mean_us?;
+    if m.service_us.count == 0 {
+        return None;
+    }
+    let service_us = m.service_us.p99;
     let probe_us = m.probe_lag_us.p99;
     let server_us = service_us.saturating_sub(probe_us);
     (server_us > budget.p99_budget_us).then(|| {
         format!(
-            "counted as the server's: its own mean time from the actual send was {:.1} ms (less the probe's p99 {:.1} ms: {:.1} ms) against a p99 budget of {:.1} ms, which no number of users could lower",
+            "counted as the server's: its own p99 from the actual send was {:.1} ms (less the probe's p99 {:.1} ms: {:.1} ms) against a p99 budget of {:.1} ms, which no number of users could lower",
             service_us as f64 / 1000.0,
             probe_us as f64 / 1000.0,
             server_us as f64 / 1000.0,
@@ -275,8 +279,8 @@ mod tests {
         }
     }
 
-    /// Users ran out at 18 000/s: `service_us` is the server's own mean time, `probe_us` the
-    /// runtime probe's p99 lateness.
+    /// Users ran out at 18 000/s: `service_us` is the server's own p99 (0: none recorded),
+    /// `probe_us` the runtime probe's p99 lateness.
     fn exhausted(service_us: u64, probe_us: u64, reason: &str) -> Measurement {
         Measurement {
             valid: false,
@@ -289,7 +293,11 @@ mod tests {
                 p99: 115_000,
                 ..Percentiles::default()
             },
-            service_mean_us: Some(service_us),
+            service_us: Percentiles {
+                p99: service_us,
+                count: u64::from(service_us > 0),
+                ..Percentiles::default()
+            },
             probe_lag_us: Percentiles {
                 p99: probe_us,
                 ..Percentiles::default()
@@ -331,7 +339,7 @@ mod tests {
 
     #[test]
     fn the_probes_lateness_is_taken_off_before_blaming_the_server() {
-        // 22 ms mean, but completions may have been stamped up to 4 ms late: 18 ms ≤ 20 ms.
+        // 22 ms at p99, but completions may have been stamped up to 4 ms late: 18 ms ≤ 20 ms.
         let m = exhausted(
             22_000,
             4_000,
@@ -366,8 +374,8 @@ mod tests {
 
     #[test]
     fn a_measurement_without_a_service_time_stays_client_limited() {
-        let mut m = exhausted(0, 0, "users exhausted: 64 of 64 busy");
-        m.service_mean_us = None;
+        let m = exhausted(0, 0, "users exhausted: 64 of 64 busy");
+        assert_eq!(m.service_us.count, 0);
         assert!(server_over_budget(&m, &budget()).is_none());
         assert!(stage_figures(&stage(), &m, &budget()).client_limited);
     }
