@@ -493,20 +493,22 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
         None
     };
 
-    let baseline_run = |when: BaselineWhen| {
-        let (scenario, nonce, generator, out_dir) = (&scenario, &nonce, &generator, &out_dir);
-        let (databases, quiet, cancelled) = (&databases, opts.quiet, *cancel.borrow());
-        async move {
-            match (&scenario.baseline, databases) {
-                (Some(spec), Some(db)) if !cancelled => {
-                    measure_baseline(spec, db, scenario, nonce, generator, out_dir, quiet, when)
-                        .await
-                }
-                _ => None,
-            }
-        }
+    let baseline_run = match (&scenario.baseline, &databases) {
+        (Some(spec), Some(db)) => Some(BaselineRun {
+            spec,
+            db,
+            scenario: &scenario,
+            nonce: &nonce,
+            generator: &generator,
+            out_dir: &out_dir,
+            quiet: opts.quiet,
+        }),
+        _ => None,
     };
-    let baseline_before = baseline_run(BaselineWhen::Before).await;
+    let baseline_before = match &baseline_run {
+        Some(run) if !*cancel.borrow() => run.measure(BaselineWhen::Before).await,
+        _ => None,
+    };
 
     let mut measured: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
     let mut failure = None;
@@ -553,16 +555,16 @@ pub async fn run(opts: RunOptions, cancel: watch::Receiver<bool>) -> Result<RunR
     let interrupted = *cancel.borrow();
     // The same pgbench again after the variants: one 10 s sample on a shared machine can land on
     // a stall, and the ceiling is the higher of the two.
-    let baseline = match baseline_before {
-        Some(before) => {
+    let baseline = match (baseline_before, &baseline_run) {
+        (Some(before), Some(run)) => {
             let after = if failure.is_none() && !interrupted {
-                baseline_run(BaselineWhen::After).await
+                run.measure(BaselineWhen::After).await
             } else {
                 None
             };
             Some(crate::baseline::BaselineFigures::bracketing(before, after))
         }
-        None => None,
+        _ => None,
     };
 
     if let Some(db) = databases {
@@ -636,60 +638,73 @@ enum BaselineWhen {
     After,
 }
 
-/// `[baseline]`: pgbench against a fresh copy of the seeded database, on the generator's CPUs.
-/// A baseline that cannot run is warned about, not fatal: the variants still answer the question.
-#[allow(clippy::too_many_arguments)]
-async fn measure_baseline(
-    spec: &crate::scenario::PgbenchSpec,
-    db: &Databases,
-    scenario: &Scenario,
-    nonce: &str,
-    generator: &Generator,
-    out_dir: &Path,
+/// What a `[baseline]` sample needs: the scenario's spec and the run's database, generator and
+/// directory.
+struct BaselineRun<'a> {
+    spec: &'a crate::scenario::PgbenchSpec,
+    db: &'a Databases,
+    scenario: &'a Scenario,
+    nonce: &'a str,
+    generator: &'a Generator,
+    out_dir: &'a Path,
     quiet: bool,
-    when: BaselineWhen,
-) -> Option<crate::baseline::BaselineFigures> {
-    let (repetition, dir_rel, says) = match when {
-        BaselineWhen::Before => (1, "baseline", "before the variants"),
-        BaselineWhen::After => (2, "baseline/after", "again after the variants"),
-    };
-    let name = copy_name(nonce, "baseline", repetition);
-    let url = match db.fresh_copy(&name).await {
-        Ok(url) => url,
-        Err(e) => {
-            output::warn(&format!("[baseline] not measured: {e}"));
-            return None;
-        }
-    };
-    if !quiet {
-        output::note(&format!(
-            "baseline: pgbench, {} clients, {} s, the API's point read, {says}",
-            spec.clients, spec.seconds
-        ));
-    }
-    let result = crate::baseline::run_pgbench(
-        spec,
-        &url,
-        scenario.data.users,
-        generator.cpus.as_ref(),
-        &out_dir.join(dir_rel),
-        &format!("{dir_rel}/pgbench.log"),
-    )
-    .await;
-    db.drop_copy(&name).await;
-    match result {
-        Ok(figures) => {
-            if !quiet {
-                output::note(&format!(
-                    "baseline: the database serves {:.0} point reads/s ({} clients)",
-                    figures.tps, figures.clients
-                ));
+}
+
+impl BaselineRun<'_> {
+    /// pgbench against a fresh copy of the seeded database, on the generator's CPUs. A sample
+    /// that cannot be taken is warned about, not fatal: the variants still answer the question.
+    async fn measure(&self, when: BaselineWhen) -> Option<crate::baseline::BaselineFigures> {
+        let BaselineRun {
+            spec,
+            db,
+            scenario,
+            nonce,
+            generator,
+            out_dir,
+            quiet,
+        } = *self;
+        let (repetition, dir_rel, says) = match when {
+            BaselineWhen::Before => (1, "baseline", "before the variants"),
+            BaselineWhen::After => (2, "baseline/after", "again after the variants"),
+        };
+        let name = copy_name(nonce, "baseline", repetition);
+        let url = match db.fresh_copy(&name).await {
+            Ok(url) => url,
+            Err(e) => {
+                output::warn(&format!("[baseline] not measured: {e}"));
+                return None;
             }
-            Some(figures)
+        };
+        if !quiet {
+            output::note(&format!(
+                "baseline: pgbench, {} clients, {} s, the API's point read, {says}",
+                spec.clients, spec.seconds
+            ));
         }
-        Err(e) => {
-            output::warn(&format!("[baseline] not measured: {e}"));
-            None
+        let result = crate::baseline::run_pgbench(
+            spec,
+            &url,
+            scenario.data.users,
+            generator.cpus.as_ref(),
+            &out_dir.join(dir_rel),
+            &format!("{dir_rel}/pgbench.log"),
+        )
+        .await;
+        db.drop_copy(&name).await;
+        match result {
+            Ok(figures) => {
+                if !quiet {
+                    output::note(&format!(
+                        "baseline: the database serves {:.0} point reads/s ({} clients)",
+                        figures.tps, figures.clients
+                    ));
+                }
+                Some(figures)
+            }
+            Err(e) => {
+                output::warn(&format!("[baseline] not measured: {e}"));
+                None
+            }
         }
     }
 }
