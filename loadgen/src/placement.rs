@@ -4,8 +4,9 @@
 //! report can say where each process ran.
 //!
 //! Processes forked later inherit the mask (a Node cluster's workers, PostgreSQL's backends). A
-//! tree that is replaced (a `target_kill` fault's restart, a `pg_restart`) is not pinned again.
-//! This module never starts or stops a process.
+//! tree that is replaced is pinned again by whoever replaces it: a target at every spawn
+//! (`target.rs`, so a `target_kill` fault's restart too), a `pg_restart`'s new postmaster by the
+//! fault (`faults::actions`). This module never starts or stops a process.
 
 use crate::engine::workers::{CpuList, affinity, cpu_set};
 use crate::scenario::CpuPlacement;

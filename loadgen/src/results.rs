@@ -130,11 +130,9 @@ pub struct Measurement {
     /// (`max(due, user free)`). Not part of `latency_us`.
     #[serde(default)]
     pub send_lag_us: Percentiles,
-    /// Mean time from the actual send to the response, successes only: the server's own time,
-    /// without the backlog that waited for a free user (Little's law).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_mean_us: Option<u64>,
-    /// The same times' percentiles (a ramp stage's "whose limit was it" when users ran out).
+    /// Time from the actual send to the response, successes only: the server's own time,
+    /// without the backlog that waited for a free user (a ramp stage's "whose limit was it" when
+    /// users ran out).
     #[serde(default)]
     pub service_us: Percentiles,
     /// How late a task on the users' runtime woke from a precise 1 ms sleep: a CPU-starved

@@ -137,7 +137,6 @@ pub fn build_measurement(
         ttfb_us: Percentiles::of(&recording.ttfb),
         error_latency_us: Percentiles::of(&recording.error_latency),
         send_lag_us,
-        service_mean_us: mean_service_us.map(|us| us.round() as u64),
         service_us: Percentiles::of(&recording.service),
         probe_lag_us,
         users_started: facts.outcome.users_started as u64,
