@@ -942,12 +942,13 @@ mod tests {
         format!("http://{addr}")
     }
 
-    /// Sends `method /` to `base` `times` times on one user's connection slot.
+    /// Sends `method /` to `base` `times` times on one user's connection slot, `pause` apart.
     async fn ask(
         base: &str,
         method: &str,
         times: usize,
         capture: bool,
+        pause: Duration,
     ) -> (Vec<ExchangeResult>, Captured, bool) {
         let endpoint = Endpoint::resolve(base).await.expect("endpoint");
         let mut s = spec("/", None);
@@ -981,25 +982,42 @@ mod tests {
                 assert!(headers_at.is_some(), "headers time set");
             }
             results.push(result);
+            tokio::time::sleep(pause).await;
         }
         (results, captured, connection.is_some())
     }
 
+    /// `scripted` then `ask` with capture on: every answer must be `status`; the last captured
+    /// answer and whether the connection was kept.
+    async fn answered(
+        script: Vec<&'static [u8]>,
+        close: bool,
+        method: &str,
+        times: usize,
+        status: u16,
+    ) -> (Captured, bool) {
+        let base = scripted(script, close).await;
+        let (results, captured, kept) = ask(&base, method, times, true, Duration::ZERO).await;
+        for result in results {
+            assert_eq!(result.expect("answered"), status);
+        }
+        (captured, kept)
+    }
+
     #[tokio::test]
     async fn content_length_bodies_in_pieces_are_read_whole_and_the_connection_kept() {
-        let base = scripted(
+        let (captured, kept) = answered(
             vec![
                 b"HTTP/1.1 200 OK\r\ncontent-le",
                 b"ngth: 11\r\nx-id: 4\r\n\r\nhello",
                 b" world",
             ],
             false,
+            "GET",
+            3,
+            200,
         )
         .await;
-        let (results, captured, kept) = ask(&base, "GET", 3, true).await;
-        for result in results {
-            assert_eq!(result.expect("answered"), 200);
-        }
         assert_eq!(captured.body, b"hello world");
         assert_eq!(captured.headers["x-id"], "4");
         assert!(kept, "a keep-alive answer keeps its connection");
@@ -1007,95 +1025,73 @@ mod tests {
 
     #[tokio::test]
     async fn chunked_bodies_with_extensions_and_trailers_are_de_chunked() {
-        let base = scripted(
+        let (captured, kept) = answered(
             vec![
                 b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhel",
                 b"lo\r\n6\r\n world\r",
                 b"\n0\r\nx-trailer: t\r\n\r\n",
             ],
             false,
+            "GET",
+            2,
+            201,
         )
         .await;
-        let (results, captured, kept) = ask(&base, "GET", 2, true).await;
-        for result in results {
-            assert_eq!(result.expect("answered"), 201);
-        }
         assert_eq!(captured.body, b"hello world");
         assert!(kept);
     }
 
     #[tokio::test]
     async fn informational_heads_are_skipped_and_head_answers_have_no_body() {
-        let base = scripted(
-            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
-            false,
-        )
-        .await;
-        let (results, _, kept) = ask(&base, "GET", 2, false).await;
-        assert_eq!(results[1].as_ref().expect("answered"), &204);
+        let script = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        let (_, kept) = answered(vec![script], false, "GET", 2, 204).await;
         assert!(kept);
         // A HEAD answer announces a length it does not send.
-        let base = scripted(
-            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n"],
-            false,
-        )
-        .await;
-        let (results, _, kept) = ask(&base, "HEAD", 2, false).await;
-        assert_eq!(results[1].as_ref().expect("answered"), &200);
+        let script = b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n";
+        let (_, kept) = answered(vec![script], false, "HEAD", 2, 200).await;
         assert!(kept);
     }
 
     #[tokio::test]
     async fn close_delimited_and_connection_close_answers_drop_the_connection() {
-        let base = scripted(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil the end"], true).await;
-        let (results, captured, kept) = ask(&base, "GET", 2, true).await;
-        for result in results {
-            assert_eq!(result.expect("answered on a new connection each time"), 200);
+        // Each answer on a new connection; the close-delimited body is read to its end.
+        let cases: [(&'static [u8], &[u8]); 2] = [
+            (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", b"until the end"),
+            (
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                b"ok",
+            ),
+        ];
+        for (script, body) in cases {
+            let (captured, kept) = answered(vec![script], true, "GET", 2, 200).await;
+            assert_eq!(captured.body, body);
+            assert!(!kept);
         }
-        assert_eq!(captured.body, b"until the end");
-        assert!(!kept);
-        let base = scripted(
-            vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"],
-            true,
-        )
-        .await;
-        let (results, _, kept) = ask(&base, "GET", 2, false).await;
-        assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
-        assert!(!kept);
     }
 
     #[tokio::test]
     async fn truncated_and_malformed_answers_are_the_request_errors() {
-        let base = scripted(
-            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
-            true,
-        )
-        .await;
-        let (results, _, kept) = ask(&base, "GET", 1, false).await;
-        assert!(
-            matches!(results[0], Err(ExchangeError::Closed)),
-            "{:?}",
-            results[0]
-        );
-        assert!(!kept);
-        let base = scripted(vec![b"SSH-2.0-OpenSSH\r\n\r\n"], true).await;
-        let (results, _, _) = ask(&base, "GET", 1, false).await;
-        assert!(
-            matches!(results[0], Err(ExchangeError::Protocol(_))),
-            "{:?}",
-            results[0]
-        );
-        let base = scripted(
-            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
-            true,
-        )
-        .await;
-        let (results, _, _) = ask(&base, "GET", 1, false).await;
-        assert!(
-            matches!(results[0], Err(ExchangeError::Protocol(_))),
-            "{:?}",
-            results[0]
-        );
+        let cases: [(&'static [u8], fn(&ExchangeError) -> bool); 3] = [
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", |e| {
+                matches!(e, ExchangeError::Closed)
+            }),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", |e| {
+                matches!(e, ExchangeError::Protocol(_))
+            }),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                |e| matches!(e, ExchangeError::Protocol(_)),
+            ),
+        ];
+        for (script, expected) in cases {
+            let base = scripted(vec![script], true).await;
+            let (results, _, kept) = ask(&base, "GET", 1, false, Duration::ZERO).await;
+            match &results[0] {
+                Err(e) => assert!(expected(e), "{e:?}"),
+                Ok(status) => panic!("answered {status}"),
+            }
+            assert!(!kept, "a failed exchange drops its connection");
+        }
     }
 
     #[tokio::test]
@@ -1107,68 +1103,26 @@ mod tests {
             head.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
             head
         });
-        let base = scripted(vec![big.as_slice()], false).await;
-        let (results, captured, kept) = ask(&base, "GET", 2, true).await;
-        assert!(results.iter().all(|r| matches!(r, Ok(200))), "{results:?}");
+        let (captured, kept) = answered(vec![big.as_slice()], false, "GET", 2, 200).await;
         assert_eq!(captured.body, b"ok");
         assert!(kept);
     }
 
-    /// A server that answers one keep-alive request per connection, then closes it 20 ms later
-    /// (like a server's idle timeout, or a target restarted under load).
-    async fn closes_idle_connections() -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buffer = [0u8; 4096];
-                    if socket.read(&mut buffer).await.unwrap_or(0) > 0 {
-                        let _ = socket
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                });
-            }
-        });
-        format!("http://{addr}")
-    }
-
     #[tokio::test]
     async fn a_keep_alive_connection_the_server_closed_is_replaced_not_waited_on() {
-        let base = closes_idle_connections().await;
-        let endpoint = Endpoint::resolve(&base).await.expect("endpoint");
-        let prepared = PreparedRequest::new(&spec("/", None), &endpoint, None).expect("request");
-        let mut connection = None;
-        let mut ctx = render();
-        let mut buffers = RenderBuffers::new();
-        for attempt in 0..3 {
-            prepared
-                .build(&endpoint, &mut buffers, &mut ctx)
-                .expect("builds");
-            let mut headers_at = None;
-            // Before the fix the second exchange waited on the dead connection until the
-            // caller's timeout; bounded here so a regression fails instead of hanging.
-            let status = tokio::time::timeout(
-                Duration::from_secs(5),
-                exchange(
-                    &mut connection,
-                    &endpoint,
-                    buffers.request(),
-                    false,
-                    &mut headers_at,
-                    None,
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("exchange {attempt} hung on a closed connection"))
-            .unwrap_or_else(|e| panic!("exchange {attempt} failed: {e}"));
-            assert_eq!(status, 200);
-            // Let the server close the idle connection.
-            tokio::time::sleep(Duration::from_millis(60)).await;
+        // A keep-alive answer (no `connection: close`), then the server closes the connection
+        // 5 ms later, like a server's idle timeout or a target restarted under load.
+        let base = scripted(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+            true,
+        )
+        .await;
+        // 60 ms apart: the server has closed the idle connection each time. Before the fix the
+        // second exchange waited on the dead connection until the caller's timeout (`ask`
+        // bounds each at 5 s, so a regression fails instead of hanging).
+        let (results, _, _) = ask(&base, "GET", 3, false, Duration::from_millis(60)).await;
+        for (attempt, result) in results.iter().enumerate() {
+            assert!(matches!(result, Ok(200)), "exchange {attempt}: {result:?}");
         }
     }
 
