@@ -1071,7 +1071,9 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_and_malformed_answers_are_the_request_errors() {
-        let cases: [(&'static [u8], fn(&ExchangeError) -> bool); 3] = [
+        // Each script with whether its error is the expected kind.
+        type Case = (&'static [u8], fn(&ExchangeError) -> bool);
+        let cases: [Case; 3] = [
             (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", |e| {
                 matches!(e, ExchangeError::Closed)
             }),
