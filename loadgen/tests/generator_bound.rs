@@ -1,5 +1,11 @@
 //! A generator pinned to one CPU and asked for far more than it can send must call itself the
 //! limit — `invalid`, generator-bound, with the evidence — never "valid, saturated".
+//!
+//! The CPU is shared with a busy loop, as on a crowded machine: the test's own server is a
+//! debug build, and since the generator speaks HTTP/1.1 on its sockets itself its debug build
+//! out-sends that server — without the neighbour the server, not the generator, was the limit
+//! in 2 of 4 runs (users exhausted behind it, generator CPU 68–71 %), and the test would test
+//! the server.
 
 mod common;
 
@@ -24,6 +30,7 @@ fn a_generator_far_past_its_ceiling_is_invalid_and_named() {
     );
     let out = dir.path().join("out");
     let cpu = first_allowed_cpu();
+    let _neighbour = BusyLoop::on(cpu);
     let status = Command::new("taskset")
         .args(["-c", &cpu.to_string()])
         .arg(env!("CARGO_BIN_EXE_apibench"))
@@ -53,4 +60,25 @@ fn first_allowed_cpu() -> usize {
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A shell busy loop pinned to a CPU, killed when dropped (also when the test panics).
+struct BusyLoop(std::process::Child);
+
+impl BusyLoop {
+    fn on(cpu: usize) -> BusyLoop {
+        BusyLoop(
+            Command::new("taskset")
+                .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("taskset (util-linux) runs a busy loop"),
+        )
+    }
+}
+
+impl Drop for BusyLoop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
