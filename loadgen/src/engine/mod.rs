@@ -1,5 +1,6 @@
-//! The load engine: goose 0.19 runs the users (spawning, per-user HTTP clients, lifecycle);
-//! apibench does the timing around each request itself.
+//! The load engine: goose 0.19 runs the users (spawning, lifecycle; its HTTP client, one shared
+//! by all, never sends); apibench sends, on each user's own connection, and times each request
+//! itself.
 //!
 //! How goose is embedded: one scenario with one transaction, and the transaction *is* the user's
 //! whole life: take a
@@ -399,7 +400,7 @@ pub async fn run(
 
     // One reqwest client shared by every goose user (it never sends: the users send on their own
     // connections). Goose's default builds one per user, and each build parses the system's
-    // root certificates: ~4 ms of CPU per user, over a second per phase at 256 users, spent on
+    // root certificates: ~4–5 ms of CPU per user, over a second per phase at 256 users, spent on
     // the generator's CPUs while the schedule starts.
     let attack = GooseAttack::initialize_with_config(configuration)
         .and_then(|attack| {
