@@ -23,8 +23,9 @@
 //! does.
 //!
 //! Open-model users grow: goose launches `max_users`, of which `users` start; when a user takes
-//! a slot that is already overdue (every active user was busy), one more is activated, up to
-//! the cap. Sends backlogged while all `max_users` were busy are flagged: the client, not the
+//! a slot that is already overdue while every other active user of its worker is in a request,
+//! one more is activated, up to the cap (an overdue slot with users free is the worker's own
+//! lateness, which more users would only worsen). Sends backlogged while all `max_users` were busy are flagged: the client, not the
 //! server, limited the rate.
 //! A user whose life is over reports on goose's `shutdown_channel` (what goose's own
 //! `--iterations` does); once every user has, goose ends the attack. (`--iterations` itself is not
@@ -665,9 +666,16 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                         shared.stop_taking_slots();
                         break;
                     }
-                    // Overdue already: every active user of this worker was busy. Grow, up to
-                    // the cap.
-                    if schedule::is_backlogged(slot.due, now) {
+                    // Overdue already, and every other active user of this worker is in a
+                    // request: the users ran out. Grow, up to the cap. An overdue slot while
+                    // other users are free means the worker itself is late (they are queued to
+                    // run, or asleep on slots it has not woken in time): another user would
+                    // only add a connection to a worker that is already behind — which, with
+                    // growth on lateness alone, snowballed into 1 024 users and 30 ms bursts.
+                    if schedule::is_backlogged(slot.due, now)
+                        && lane.busy_users.load(Ordering::Relaxed) + 1
+                            >= lane.growth.borrow().active
+                    {
                         lane.growth.send_if_modified(|g| {
                             let grow = g.active < lane.max_users;
                             g.active += usize::from(grow);
