@@ -351,7 +351,7 @@ impl PreparedRequest {
             Some(template) => {
                 template.render_into(&mut buffers.body, render);
                 if !self.own_framing {
-                    let mut digits = itoa_buffer();
+                    let mut digits = [0u8; 20];
                     push_header(
                         out,
                         "content-length",
@@ -374,11 +374,6 @@ impl PreparedRequest {
         }
         Ok(())
     }
-}
-
-/// Room for a `usize` in decimal.
-fn itoa_buffer() -> [u8; 20] {
-    [0; 20]
 }
 
 /// `n` in decimal, written at the end of `buffer` (no allocation).
@@ -712,6 +707,21 @@ fn parse_error(e: httparse::Error) -> &'static str {
     }
 }
 
+/// Consumes exactly `length` body bytes (a `Content-Length` body or one chunk).
+async fn read_exactly(
+    conn: &mut Connection,
+    mut length: u64,
+    capture: &mut Option<&mut Captured>,
+) -> Result<(), ExchangeError> {
+    while length > 0 {
+        match conn.body_bytes(length, capture).await? {
+            0 => return Err(ExchangeError::Closed),
+            n => length -= n,
+        }
+    }
+    Ok(())
+}
+
 /// Reads the body to its end, handing its bytes (de-chunked) to `capture`.
 async fn read_body(
     conn: &mut Connection,
@@ -720,15 +730,7 @@ async fn read_body(
 ) -> Result<(), ExchangeError> {
     match framing {
         Framing::Empty => Ok(()),
-        Framing::Length(mut remaining) => {
-            while remaining > 0 {
-                match conn.body_bytes(remaining, capture).await? {
-                    0 => return Err(ExchangeError::Closed),
-                    n => remaining -= n,
-                }
-            }
-            Ok(())
-        }
+        Framing::Length(length) => read_exactly(conn, length, capture).await,
         Framing::UntilClose => {
             while conn.body_bytes(u64::MAX, capture).await? > 0 {}
             Ok(())
@@ -753,13 +755,7 @@ async fn read_body(
                 while !conn.line().await?.is_empty() {}
                 return Ok(());
             }
-            let mut remaining = size;
-            while remaining > 0 {
-                match conn.body_bytes(remaining, capture).await? {
-                    0 => return Err(ExchangeError::Closed),
-                    n => remaining -= n,
-                }
-            }
+            read_exactly(conn, size, capture).await?;
             if !conn.line().await?.is_empty() {
                 return Err(ExchangeError::Protocol("a chunk longer than its size"));
             }
@@ -902,7 +898,7 @@ mod tests {
 
     #[test]
     fn decimal_lengths_need_no_allocation() {
-        let mut buffer = itoa_buffer();
+        let mut buffer = [0u8; 20];
         assert_eq!(format_usize(&mut buffer, 0), b"0");
         assert_eq!(format_usize(&mut buffer, 7), b"7");
         assert_eq!(format_usize(&mut buffer, 1_234_567), b"1234567");
