@@ -221,6 +221,56 @@ path = "/"
     assert!(m.users_started > 2 && m.users_started < 64, "{m:?}");
     assert_eq!(m.dropped_sends, 0);
 
+    // ...and once a backlog is gone, the users it made the worker grow to retire: a server
+    //    that freezes once for 300 ms at 400/s makes 4 users grow past 50, yet in the last
+    //    second every request goes over the 4 (at most 2 × busy + 1) connections still
+    //    active. Without the shrink, slots go round-robin over every user ever grown.
+    let (once, arrivals) =
+        serve_recording_peers(Duration::from_millis(500), Duration::from_millis(300)).await;
+    let burst = run_scenario(
+        dir.path(),
+        "shrinks",
+        &format!(
+            r#"name = "shrinks"
+[load]
+rate_per_sec = 400
+users = 4
+max_users = 256
+duration = "3s"
+timeout = "2s"
+[target]
+kind = "url"
+url = "{once}"
+[[requests]]
+name = "root"
+path = "/"
+"#
+        ),
+    )
+    .await;
+    let m = &burst.variants[0].figures;
+    assert!(
+        m.users_started >= 50,
+        "the freeze made the users grow: {m:?}"
+    );
+    let arrivals = arrivals.lock().expect("arrivals").clone();
+    let last = arrivals
+        .iter()
+        .map(|(at, _)| *at)
+        .max()
+        .expect("requests arrived");
+    let late_peers: std::collections::HashSet<u16> = arrivals
+        .iter()
+        .filter(|(at, _)| *at + Duration::from_secs(1) >= last)
+        .map(|(_, port)| *port)
+        .collect();
+    assert!(
+        late_peers.len() <= 8,
+        "{} connections carried the last second's requests after growing to {}",
+        late_peers.len(),
+        m.users_started
+    );
+
     // 4. Half the requests fail at once with 503, half succeed after 20 ms: the instant
     //    errors do not pull the successes' p50 down, and at 50 % errors the run is invalid.
     let failing = common::serve(common::half_failing(Duration::from_millis(20))).await;
@@ -262,4 +312,51 @@ path = "/"
             .is_some_and(|r| r.contains("too many errors")),
         "{m:?}"
     );
+}
+
+/// A server that freezes once, from `after` its first request for `freeze` (requests arriving
+/// then wait until the freeze ends), and records each request's arrival (since its first
+/// request) and the client's port.
+async fn serve_recording_peers(
+    after: Duration,
+    freeze: Duration,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(Duration, u16)>>>,
+) {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Instant;
+    let arrivals: Arc<Mutex<Vec<(Duration, u16)>>> = Arc::default();
+    let first: Arc<OnceLock<Instant>> = Arc::default();
+    let log = Arc::clone(&arrivals);
+    let app = axum::Router::new().fallback(axum::routing::get(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+            let log = Arc::clone(&log);
+            let first = Arc::clone(&first);
+            async move {
+                let since = first.get_or_init(Instant::now).elapsed();
+                if let Ok(mut log) = log.lock() {
+                    log.push((since, peer.port()));
+                }
+                if since >= after && since < after + freeze {
+                    tokio::time::sleep(after + freeze - since).await;
+                }
+                "ok"
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    (format!("http://{addr}"), arrivals)
 }
