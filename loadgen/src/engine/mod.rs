@@ -227,6 +227,9 @@ struct WorkerLane {
     growth: watch::Sender<Growth>,
     /// The users this worker starts with, and shrinks back to once a backlog is gone.
     base_users: usize,
+    /// Per user of this worker: how [`WorkerLane::grow`] wakes it (and only it) when it is
+    /// dormant. The end of the schedule is broadcast on `growth` instead (once).
+    dormant: Box<[tokio::sync::Notify]>,
     /// The most users this worker may have.
     max_users: usize,
     busy_users: AtomicUsize,
@@ -245,17 +248,23 @@ struct WorkerLane {
 
 impl WorkerLane {
     /// One more user, up to the cap (the users ran out: a slot is overdue while every active
-    /// user of this worker is in a request). Wakes the dormant users, one of which is the new one.
+    /// user of this worker is in a request). Only the new user is woken: a broadcast would poll
+    /// every dormant user on each growth — ~1 000 task polls per added user in a burst, just
+    /// when the worker is busiest.
     fn grow(&self, now: Instant) {
+        let mut woken = None;
         self.growth.send_if_modified(|g| {
-            let grow = g.active < self.max_users;
-            if grow {
+            if g.active < self.max_users {
+                woken = Some(g.active);
                 g.active += 1;
                 g.peak = g.peak.max(g.active);
                 g.grown_at = Some(now);
             }
-            grow
+            false
         });
+        if let Some(wake) = woken.and_then(|local| self.dormant.get(local)) {
+            wake.notify_one();
+        }
     }
 
     /// Gives back users a backlog made this worker grow, once it is gone: when a user takes a
@@ -348,6 +357,9 @@ pub async fn run(
         .map(|w| WorkerLane {
             growth: watch::channel(Growth::new(dealt(users, w, threads))).0,
             base_users: dealt(users, w, threads),
+            dormant: (0..dealt(max_users, w, threads))
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
             max_users: dealt(max_users, w, threads),
             busy_users: AtomicUsize::new(0),
             peak_busy_users: AtomicUsize::new(0),
@@ -667,15 +679,34 @@ struct User<'a> {
 /// Waits until the worker's load has grown to user `local` (`true`), or the schedule is over or
 /// Ctrl-C came first (`false`: the user's life ends).
 async fn wait_until_active<C: Future<Output = ()>>(
+    lane: &WorkerLane,
     growth: &mut watch::Receiver<Growth>,
     local: usize,
-    cancelled: Pin<&mut C>,
+    mut cancelled: Pin<&mut C>,
 ) -> bool {
-    tokio::select! {
-        biased;
-        () = cancelled => false,
-        g = growth.wait_for(|g| g.active > local || g.done) => {
-            g.is_ok_and(|g| g.active > local && !g.done)
+    let Some(wake) = lane.dormant.get(local) else {
+        return false;
+    };
+    loop {
+        let notified = wake.notified();
+        {
+            let g = growth.borrow_and_update();
+            if g.done {
+                return false;
+            }
+            if g.active > local {
+                return true;
+            }
+        }
+        tokio::select! {
+            biased;
+            () = cancelled.as_mut() => return false,
+            () = notified => {}
+            changed = growth.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+            }
         }
     }
 }
@@ -700,7 +731,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
         let _ = cancel.wait_for(|c| *c).await;
     };
     let mut cancelled = pin!(cancelled);
-    if !wait_until_active(&mut growth, local, cancelled.as_mut()).await {
+    if !wait_until_active(lane, &mut growth, local, cancelled.as_mut()).await {
         return;
     }
     let plan = &shared.plan;
@@ -740,7 +771,7 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
         // A user the worker shrank away rests until the load grows to it again.
         if plan.model == LoadModel::Open
             && lane.growth.borrow().active <= local
-            && !wait_until_active(&mut growth, local, cancelled.as_mut()).await
+            && !wait_until_active(lane, &mut growth, local, cancelled.as_mut()).await
         {
             break;
         }
