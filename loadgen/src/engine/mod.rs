@@ -276,8 +276,8 @@ impl WorkerLane {
     /// generator's CPU per request on 341–1 024 grown users against 10.2–10.3 µs with the shrink
     /// (152–153 users at most, far fewer in between): cold sockets, cold user state. Retired users keep their connection and wake when the load grows again. Nobody
     /// is notified of a shrink: no dormant user's wait can end by it.
-    fn maybe_shrink(&self, now: Instant) {
-        if self.growth.borrow().active <= self.base_users {
+    fn maybe_shrink(&self, now: Instant, active: usize) {
+        if active <= self.base_users {
             return;
         }
         let busy = self.busy_users.load(Ordering::Relaxed);
@@ -354,19 +354,20 @@ pub async fn run(
     let threads = effective_threads(plan.generator_threads, users);
     let workers = Workers::start(threads, plan.generator_cpus.as_ref())?;
     let lanes = (0..threads)
-        .map(|w| WorkerLane {
-            growth: watch::channel(Growth::new(dealt(users, w, threads))).0,
-            base_users: dealt(users, w, threads),
-            dormant: (0..dealt(max_users, w, threads))
-                .map(|_| tokio::sync::Notify::new())
-                .collect(),
-            max_users: dealt(max_users, w, threads),
-            busy_users: AtomicUsize::new(0),
-            peak_busy_users: AtomicUsize::new(0),
-            iterations_measured: AtomicU64::new(0),
-            cancel: watch::channel(false).0,
-            pacer: std::sync::OnceLock::new(),
-            recorder: std::sync::Mutex::new(Some(sink.worker_recorder())),
+        .map(|w| {
+            let (base_users, max_users) = (dealt(users, w, threads), dealt(max_users, w, threads));
+            WorkerLane {
+                growth: watch::channel(Growth::new(base_users)).0,
+                base_users,
+                dormant: (0..max_users).map(|_| tokio::sync::Notify::new()).collect(),
+                max_users,
+                busy_users: AtomicUsize::new(0),
+                peak_busy_users: AtomicUsize::new(0),
+                iterations_measured: AtomicU64::new(0),
+                cancel: watch::channel(false).0,
+                pacer: std::sync::OnceLock::new(),
+                recorder: std::sync::Mutex::new(Some(sink.worker_recorder())),
+            }
         })
         .collect();
     let schedule = Schedule::with_lanes(plan.schedule.clone(), threads);
@@ -768,12 +769,17 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
         if shared.feeds.is_exhausted() {
             break;
         }
-        // A user the worker shrank away rests until the load grows to it again.
-        if plan.model == LoadModel::Open
-            && lane.growth.borrow().active <= local
-            && !wait_until_active(lane, &mut growth, local, cancelled.as_mut()).await
-        {
-            break;
+        // Open model: the users this worker has now (read once per slot; only this thread
+        // changes it). A user the worker shrank away rests until the load grows to it again.
+        let mut active = 0;
+        if plan.model == LoadModel::Open {
+            active = lane.growth.borrow().active;
+            if active <= local {
+                if !wait_until_active(lane, &mut growth, local, cancelled.as_mut()).await {
+                    break;
+                }
+                active = lane.growth.borrow().active;
+            }
         }
         // When this request (or flow iteration) should go out, and from when its latency counts.
         let (due, in_warmup, recorded_unit) = match plan.model {
@@ -793,13 +799,11 @@ async fn user_life(shared: Arc<Shared>, user_index: u64) {
                     // only add a connection to a worker that is already behind — which, with
                     // growth on lateness alone, snowballed into 1 024 users and 30 ms bursts.
                     if schedule::is_backlogged(slot.due, now) {
-                        if lane.busy_users.load(Ordering::Relaxed) + 1
-                            >= lane.growth.borrow().active
-                        {
+                        if lane.busy_users.load(Ordering::Relaxed) + 1 >= active {
                             lane.grow(now);
                         }
                     } else if slot.due > now {
-                        lane.maybe_shrink(now);
+                        lane.maybe_shrink(now, active);
                     }
                     (slot.due, slot.in_warmup, slot.request)
                 }

@@ -7,14 +7,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Serves `app` on a loopback port in the current runtime; returns its base URL.
+/// Serves `app` on a loopback port in the current runtime; returns its base URL. Handlers may
+/// take the client's address (`ConnectInfo<SocketAddr>`).
 pub async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr: SocketAddr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     format!("http://{addr}")
 }
